@@ -1,0 +1,3 @@
+"""Dynoyard: a privacy-first, OpenAI-compatible LLM API gateway."""
+
+__version__ = "0.1.0"

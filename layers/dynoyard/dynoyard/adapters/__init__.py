@@ -1,0 +1,1 @@
+"""Adapters at the edges: DynamoDB, upstream providers, secrets, observability."""

@@ -1,0 +1,1 @@
+"""HTTP edge: FastAPI routers, OpenAI error shapes, request id and server timing."""

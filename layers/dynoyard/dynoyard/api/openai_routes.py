@@ -1,0 +1,100 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/models. Each route is a thin adapter from HTTP to the domain's Gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from dynoyard.api.responses import RelayResponse
+from dynoyard.api.runtime import Runtime
+from dynoyard.domain.catalog import Model
+from dynoyard.domain.errors import GatewayError, request_too_large
+from dynoyard.domain.requests import Endpoint
+
+MODEL_CREATED = 0  # the catalog has no creation dates; OpenAI's field is required
+
+
+def model_object(model: Model) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": MODEL_CREATED,
+        "owned_by": model.provider.name,
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise request_too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise request_too_large(limit)
+    return bytes(body)
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def build_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def proxy(request: Request, endpoint: Endpoint) -> Response:
+        gateway = runtime.gateway
+        key = await gateway.authenticate(request.headers.get("authorization"))
+        body = await read_body(request, runtime.settings.max_body_bytes)
+        call = await gateway.start(
+            key, endpoint, body, client_ip(request), request.state.request_id
+        )
+        try:
+            upstream = await gateway.open_upstream(call)
+            if call.parsed is not None and call.parsed.stream:
+                return RelayResponse(
+                    gateway.relay(call, upstream),
+                    media_type="text/event-stream",
+                    headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+                )
+            raw = await gateway.complete(call, upstream)
+            return Response(raw, media_type="application/json")
+        finally:
+            request.state.upstream_ms = call.upstream_seconds * 1000
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await proxy(request, "chat/completions")
+
+    @router.post("/completions")
+    async def completions(request: Request) -> Response:
+        return await proxy(request, "completions")
+
+    @router.post("/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await proxy(request, "embeddings")
+
+    @router.get("/models")
+    async def list_models(request: Request) -> JSONResponse:
+        key = await runtime.gateway.authenticate(request.headers.get("authorization"))
+        data = [model_object(m) for m in runtime.gateway.models_for(key)]
+        return JSONResponse({"object": "list", "data": data})
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str, request: Request) -> JSONResponse:
+        key = await runtime.gateway.authenticate(request.headers.get("authorization"))
+        return JSONResponse(model_object(runtime.gateway.model_for(key, model_id)))
+
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown(path: str, request: Request) -> Response:
+        raise GatewayError(
+            404,
+            f"Invalid URL ({request.method} /v1/{path})",
+            code="unknown_url",
+        )
+
+    return router

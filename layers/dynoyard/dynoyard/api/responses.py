@@ -1,0 +1,28 @@
+"""Responses in OpenAI's shapes."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from dynoyard.domain.errors import GatewayError
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+class RelayResponse(StreamingResponse):
+    """A stream whose body iterator is always closed, even when the client leaves, so the
+    gateway can settle what the stream cost before the invocation ends."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except (OSError, ClientDisconnect):
+            pass  # the client went away; the close below settles the stream
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

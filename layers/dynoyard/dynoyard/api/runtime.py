@@ -1,0 +1,51 @@
+"""What a running gateway holds: settings, catalog, clients. Built once per process and
+lazily, so importing a handler does no work that can wait for the first request."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from dynoyard.adapters.catalog_file import load_catalog
+from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
+from dynoyard.adapters.upstream import HttpxUpstream
+from dynoyard.adapters.secrets import ProviderKeys
+from dynoyard.domain.catalog import Catalog
+from dynoyard.domain.gateway import Gateway
+from dynoyard.observability import PowertoolsObserver
+from dynoyard.settings import GatewaySettings
+
+
+class Runtime:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def provider_keys(self) -> ProviderKeys:
+        return ProviderKeys(self.settings.provider_keys_secret)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.settings.models_file, self.provider_keys.available)
+
+    @cached_property
+    def store(self) -> DynamoStore:
+        return DynamoStore(
+            dynamodb_client(), self.settings.accounts_table, self.settings.usage_table
+        )
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        store = self.store
+        return Gateway(
+            self.catalog,
+            keys=store,
+            ledger=store,
+            upstream=HttpxUpstream(
+                self.provider_keys,
+                connect_timeout=self.settings.upstream_connect_timeout,
+                read_timeout=self.settings.upstream_read_timeout,
+            ),
+            observer=PowertoolsObserver(),
+            key_cache_seconds=self.settings.key_cache_seconds,
+            max_response_bytes=self.settings.max_response_bytes,
+        )

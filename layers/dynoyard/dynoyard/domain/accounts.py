@@ -1,0 +1,41 @@
+"""Organizations and their settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from dynoyard.domain.money import format_usd
+
+DEFAULT_CACHE_TTL_SECONDS = 1800
+MAX_CACHE_TTL_SECONDS = 7 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    org_id: str
+    name: str
+    email: str
+    balance_usd: Decimal
+    cache_enabled: bool = False
+    cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+
+    def show(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "name": self.name,
+            "balance_usd": format_usd(self.balance_usd),
+            "settings": {
+                "cache_enabled": self.cache_enabled,
+                "cache_ttl_seconds": self.cache_ttl_seconds,
+            },
+        }
+
+
+class UnknownOrg(LookupError):
+    """No organization has that id."""
+
+
+class UnknownKey(LookupError):
+    """No API key has that id."""

@@ -1,0 +1,83 @@
+"""Errors the gateway answers with, in OpenAI's shape and with OpenAI's status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """An error a client sees as `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid_api_key(message: str = "Incorrect API key provided.") -> GatewayError:
+    return GatewayError(401, message, code="invalid_api_key")
+
+
+def model_not_allowed(model: str) -> GatewayError:
+    return GatewayError(
+        403, f"This API key is not allowed to use the model '{model}'.", code="model_not_allowed"
+    )
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model '{model}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def request_too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large"
+    )
+
+
+def insufficient_quota() -> GatewayError:
+    return GatewayError(
+        429,
+        "Your balance is too low to cover this request. Add credits to continue.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
+
+
+def upstream_error(message: str = "The upstream provider failed to answer.") -> GatewayError:
+    return GatewayError(502, message, type="api_error", code="upstream_error")
+
+
+def upstream_timeout(message: str = "The upstream provider did not answer in time.") -> GatewayError:
+    return GatewayError(504, message, type="api_error", code="upstream_timeout")

@@ -1,0 +1,364 @@
+"""One request through the gateway: authenticate, hold, call the upstream, settle.
+
+Lambda may freeze a function as soon as it has answered, so the settle always happens
+before the answer is complete: before a buffered response is returned, and before a
+stream's last byte (or, if the client left, while the stream is being closed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from dynoyard.domain import errors
+from dynoyard.domain.catalog import Catalog, Model
+from dynoyard.domain.errors import GatewayError
+from dynoyard.domain.keys import ApiKey, hash_key, looks_like_key
+from dynoyard.domain.metering import TokenCounts, cost_of, estimate_tokens, hold_for, usage_from
+from dynoyard.domain.ports import (
+    InsufficientBalance,
+    KeyStore,
+    Ledger,
+    Observer,
+    Upstream,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from dynoyard.domain.requests import Endpoint, ParsedRequest, parse_request
+from dynoyard.domain.streaming import StreamMeter, error_event
+from dynoyard.domain.usage import CLIENT_CLOSED, UsageRecord, error_head, utcnow
+
+# Enough of an upstream error body to read its message; only ERROR_HEAD_BYTES are kept.
+ERROR_READ_BYTES = 64 * 1024
+SETTLE_ATTEMPTS = 3
+MAX_MODEL_NAME = 128
+KEY_CACHE_ENTRIES = 10_000
+
+
+@dataclass(slots=True)
+class Call:
+    """The state of one request between its hold and its settle."""
+
+    record: UsageRecord
+    started: float
+    parsed: ParsedRequest | None = None
+    route: list[Model] = field(default_factory=list)
+    served: Model | None = None
+    held: Decimal = Decimal(0)
+    upstream_seconds: float = 0.0
+    settled: bool = False
+
+    def timing(self) -> tuple[float, float]:
+        """(gateway ms, upstream ms) so far."""
+        total = (time.perf_counter() - self.started) * 1000
+        upstream = self.upstream_seconds * 1000
+        return max(total - upstream, 0.0), upstream
+
+
+class Gateway:
+    def __init__(
+        self,
+        catalog: Catalog,
+        keys: KeyStore,
+        ledger: Ledger,
+        upstream: Upstream,
+        observer: Observer,
+        *,
+        key_cache_seconds: float = 5.0,
+        max_response_bytes: int = 6 * 1024 * 1024,
+    ) -> None:
+        self.catalog = catalog
+        self._keys = keys
+        self._ledger = ledger
+        self._upstream = upstream
+        self._observer = observer
+        self._key_cache_seconds = key_cache_seconds
+        self._key_cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self._max_response_bytes = max_response_bytes
+
+    # -- authentication and models -------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> ApiKey:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise errors.invalid_api_key(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+            )
+        secret = authorization[7:].strip()
+        if not looks_like_key(secret):
+            raise errors.invalid_api_key()
+        key = await self._lookup(hash_key(secret))
+        if key is None or not key.usable_at(time.time()):
+            raise errors.invalid_api_key()
+        return key
+
+    async def _lookup(self, key_hash: str) -> ApiKey | None:
+        # Revocation is felt within key_cache_seconds: the bound the README documents.
+        now = time.monotonic()
+        cached = self._key_cache.get(key_hash)
+        if cached is not None and now - cached[1] < self._key_cache_seconds:
+            return cached[0]
+        key = await self._keys.find_key(key_hash)
+        if self._key_cache_seconds > 0:
+            if len(self._key_cache) >= KEY_CACHE_ENTRIES:
+                self._key_cache.clear()
+            self._key_cache[key_hash] = (key, now)
+        return key
+
+    def models_for(self, key: ApiKey) -> list[Model]:
+        return [m for m in self.catalog.offered() if key.allows(m.id)]
+
+    def model_for(self, key: ApiKey, model_id: str) -> Model:
+        model = self.catalog.get(model_id)
+        if model is None:
+            raise errors.model_not_found(model_id)
+        if not key.allows(model_id):
+            raise errors.model_not_allowed(model_id)
+        return model
+
+    # -- one metered call -------------------------------------------------------------
+
+    async def start(
+        self, key: ApiKey, endpoint: Endpoint, body: bytes, client_ip: str, request_id: str
+    ) -> Call:
+        """Validate, choose the route and place the hold. Any refusal is recorded, then raised."""
+        record = UsageRecord(
+            request_id=request_id,
+            started_at=utcnow(),
+            org_id=key.org_id,
+            key_id=key.key_id,
+            endpoint=endpoint,
+            model="",
+            client_ip=client_ip,
+        )
+        call = Call(record=record, started=time.perf_counter())
+        try:
+            parsed = parse_request(endpoint, body)
+            record.model = parsed.model_id[:MAX_MODEL_NAME]
+            record.stream = parsed.stream
+            model = self.model_for(key, parsed.model_id)
+            _check_fits(model, parsed)
+            call.parsed = parsed
+            call.route = self.catalog.route(model)
+            hold = max(
+                hold_for(
+                    m,
+                    len(body),
+                    parsed.image_parts,
+                    parsed.max_output_tokens or m.max_output_tokens,
+                    parsed.choices,
+                )
+                for m in call.route
+            )
+            try:
+                await self._ledger.hold(key.org_id, hold)
+            except InsufficientBalance:
+                raise errors.insufficient_quota() from None
+            call.held = hold
+        except GatewayError as error:
+            await self.fail(call, error)
+            raise
+        return call
+
+    async def open_upstream(self, call: Call) -> UpstreamResponse:
+        """The first upstream on the route that answers below 400 (5xx, 429, timeouts and
+        resets move on to the next fallback); otherwise the error is settled and raised."""
+        assert call.parsed is not None
+        parsed = call.parsed
+        failure: GatewayError = errors.upstream_error()
+        for model in call.route:
+            body = _upstream_body(parsed, model)
+            call.record.provider = model.provider.name
+            began = time.perf_counter()
+            try:
+                response = await self._upstream.send(
+                    model.provider, "/" + parsed.endpoint, body, parsed.stream
+                )
+            except UpstreamTimeout:
+                failure = errors.upstream_timeout(
+                    f"The upstream provider '{model.provider.name}' did not answer in time."
+                )
+                continue
+            except UpstreamUnavailable:
+                failure = errors.upstream_error(
+                    f"The upstream provider '{model.provider.name}' could not be reached."
+                )
+                continue
+            finally:
+                call.upstream_seconds += time.perf_counter() - began
+            if response.status < 400:
+                call.served = model
+                return response
+            try:
+                raw = await response.read(ERROR_READ_BYTES)
+            except (UpstreamTimeout, UpstreamUnavailable):
+                raw = b""
+            finally:
+                await response.close()
+            call.record.error_head = error_head(raw)
+            failure = _from_upstream(model.provider.name, response.status, raw)
+            if response.status < 500 and response.status != 429:
+                break  # the request itself is wrong: another provider would refuse it too
+        await self.fail(call, failure)
+        raise failure
+
+    async def complete(self, call: Call, response: UpstreamResponse) -> bytes:
+        """A buffered answer: read it, charge its usage, settle, and hand back the bytes."""
+        began = time.perf_counter()
+        try:
+            raw = await response.read(self._max_response_bytes + 1)
+            if len(raw) > self._max_response_bytes:
+                raise UpstreamUnavailable("the upstream response is too large to buffer")
+        except UpstreamTimeout:
+            await self.fail(call, errors.upstream_timeout())
+            raise errors.upstream_timeout() from None
+        except UpstreamUnavailable:
+            await self.fail(call, errors.upstream_error())
+            raise errors.upstream_error() from None
+        finally:
+            call.upstream_seconds += time.perf_counter() - began
+            await response.close()
+        call.record.status = 200
+        self._charge(call, _usage_of_body(raw, call))
+        await self.settle(call)
+        return raw
+
+    async def relay(self, call: Call, response: UpstreamResponse) -> AsyncIterator[bytes]:
+        """A stream, event by event. Charged for what was generated, whatever the ending:
+        the upstream's usage if it came, else an estimate (marked so); settled on close."""
+        assert call.parsed is not None
+        meter = StreamMeter(
+            client_wants_usage=call.parsed.client_wants_usage,
+            prompt_chars=call.parsed.prompt_chars,
+        )
+        status = CLIENT_CLOSED  # until the stream reaches its end
+        try:
+            try:
+                async for chunk in response.iter_bytes():
+                    out = meter.feed(chunk)
+                    if out:
+                        yield out
+                if not meter.done and not meter.upstream_error:
+                    raise UpstreamUnavailable("the upstream ended the stream early")
+                status = 502 if meter.upstream_error else 200
+            except UpstreamTimeout:
+                status = 504
+                call.record.error_code = "upstream_timeout"
+                yield error_event("The upstream provider stopped sending.", "upstream_timeout")
+            except UpstreamUnavailable:
+                status = 502
+                call.record.error_code = "upstream_error"
+                yield error_event("The upstream provider broke off the stream.", "upstream_error")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.close()
+                call.record.status = status
+                self._charge(call, meter.tokens() if meter.produced_anything else None)
+                await self.settle(call)
+
+    # -- settling -------------------------------------------------------------------------
+
+    async def fail(self, call: Call, error: GatewayError) -> None:
+        """Record a request that produced nothing: nothing is charged, the hold returns."""
+        call.record.status = error.status
+        call.record.error_code = error.code
+        await self.settle(call)
+
+    def _charge(self, call: Call, tokens: TokenCounts | None) -> None:
+        if tokens is None or call.served is None:
+            return
+        record = call.record
+        record.prompt_tokens = tokens.prompt_tokens
+        record.completion_tokens = tokens.completion_tokens
+        record.usage_estimated = tokens.estimated
+        record.cost_usd = cost_of(call.served.price, tokens)
+        record.model = call.served.id
+
+    async def settle(self, call: Call) -> None:
+        if call.settled:
+            return
+        gateway_ms, upstream_ms = call.timing()
+        call.record.latency_ms = round(gateway_ms + upstream_ms)
+        call.record.upstream_ms = round(upstream_ms)
+        failure: Exception | None = None
+        for _ in range(SETTLE_ATTEMPTS):
+            try:
+                # Idempotent per request id, so a retry after an unclear failure is safe.
+                await self._ledger.settle(call.record, call.held)
+                failure = None
+                break
+            except Exception as exc:  # any store failure is retried, then reported
+                failure = exc
+        call.settled = True
+        if failure is not None:
+            self._observer.settle_failed(call.record, failure)
+        self._observer.request_finished(call.record)
+
+
+def _check_fits(model: Model, parsed: ParsedRequest) -> None:
+    wants_embedding = parsed.endpoint == "embeddings"
+    if wants_embedding != (model.kind == "embedding"):
+        what = "an embedding" if wants_embedding else "a chat or completion"
+        raise errors.bad_request(
+            f"The model '{model.id}' is not {what} model.", param="model", code="model_not_supported"
+        )
+    if parsed.max_output_tokens and parsed.max_output_tokens > model.max_output_tokens:
+        param = "max_completion_tokens" if "max_completion_tokens" in parsed.payload else "max_tokens"
+        raise errors.bad_request(
+            f"'{param}' is too large: this model allows at most {model.max_output_tokens}.",
+            param=param,
+        )
+
+
+def _upstream_body(parsed: ParsedRequest, model: Model) -> bytes:
+    payload = dict(parsed.payload, model=model.upstream)
+    if parsed.stream:
+        # Always ask for usage so the stream is charged exactly; hidden if not asked for.
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _from_upstream(provider: str, status: int, raw: bytes) -> GatewayError:
+    message, type_, code, param = "", "api_error", None, None
+    try:
+        detail = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, dict):
+        message = str(detail.get("message") or "")
+        type_ = str(detail.get("type") or type_)
+        code = detail.get("code") if isinstance(detail.get("code"), str) else None
+        param = detail.get("param") if isinstance(detail.get("param"), str) else None
+    if status >= 500:
+        return errors.upstream_error(
+            f"The upstream provider '{provider}' failed with status {status}."
+        )
+    text = message or f"The upstream provider answered with status {status}."
+    return GatewayError(status, f"Upstream '{provider}': {text}", type=type_, code=code, param=param)
+
+
+def _usage_of_body(raw: bytes, call: Call) -> TokenCounts | None:
+    try:
+        payload: Any = json.loads(raw)
+    except ValueError:
+        payload = None
+    usage = usage_from(payload.get("usage")) if isinstance(payload, dict) else None
+    if usage is not None:
+        return usage
+    assert call.parsed is not None
+    completion_chars = 0
+    if isinstance(payload, dict):
+        for choice in payload.get("choices") or []:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            text = message.get("content") if isinstance(message, dict) else choice.get("text")
+            if isinstance(text, str):
+                completion_chars += len(text)
+    return TokenCounts(
+        estimate_tokens(call.parsed.prompt_chars), estimate_tokens(completion_chars), estimated=True
+    )

@@ -1,0 +1,63 @@
+"""What a request may cost before it runs (the hold) and what it costs after (the charge).
+
+The hold is an upper bound so that concurrent requests can never spend money an
+organization does not have:
+- prompt tokens <= bytes of the request body (a byte-level BPE token is at least one byte,
+  and the JSON around each message outweighs the chat template's few tokens), plus a fixed
+  allowance per image part, whose tokens do not show in its bytes;
+- completion tokens <= max_tokens (or the model's `max_output_tokens`) times the choices.
+The charge uses the upstream's own `usage`; only if the upstream never sends one is it
+estimated (and the usage record says so).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from dynoyard.domain.catalog import Model, Price
+from dynoyard.domain.money import MILLION
+
+IMAGE_TOKEN_ALLOWANCE = 2_000
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def cost_of(price: Price, tokens: TokenCounts) -> Decimal:
+    return (
+        tokens.prompt_tokens * price.input_per_mtok
+        + tokens.completion_tokens * price.output_per_mtok
+    ) / MILLION
+
+
+def hold_for(model: Model, body_bytes: int, image_parts: int, max_output_tokens: int, choices: int) -> Decimal:
+    prompt_bound = body_bytes + image_parts * IMAGE_TOKEN_ALLOWANCE
+    completion_bound = max_output_tokens * max(choices, 1)
+    return cost_of(model.price, TokenCounts(prompt_bound, completion_bound))
+
+
+def estimate_tokens(chars: int) -> int:
+    """A rough count for text whose real count the upstream never told us."""
+    return math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE) if chars > 0 else 0
+
+
+def usage_from(payload: object) -> TokenCounts | None:
+    """TokenCounts from an OpenAI `usage` object, or None if it is missing or malformed."""
+    if not isinstance(payload, dict):
+        return None
+    prompt = payload.get("prompt_tokens")
+    completion = payload.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int) or prompt < 0 or completion < 0:
+        return None
+    return TokenCounts(prompt, completion or 0)

@@ -1,0 +1,108 @@
+"""The usage record: metadata of one request, never its content."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from dynoyard.domain.money import format_usd
+
+RETENTION_DAYS = 90
+ERROR_HEAD_BYTES = 1024
+
+# Status for a stream the client closed before it ended (nginx's convention).
+CLIENT_CLOSED = 499
+
+EXPORT_FIELDS = (
+    "request_id",
+    "timestamp",
+    "org_id",
+    "key_id",
+    "model",
+    "provider",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms",
+    "cached",
+    "stream",
+    "usage_estimated",
+    "endpoint",
+    "error_code",
+)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def error_head(body: bytes) -> str:
+    """The documented exception: at most the first 1 KB of an upstream error body."""
+    return body[:ERROR_HEAD_BYTES].decode("utf-8", errors="ignore")
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    started_at: datetime
+    org_id: str
+    key_id: str
+    endpoint: str
+    model: str
+    provider: str = ""
+    status: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: int = 0
+    upstream_ms: int = 0
+    cached: bool = False
+    stream: bool = False
+    usage_estimated: bool = False
+    client_ip: str = ""
+    error_code: str | None = None
+    error_head: str | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def timestamp(self) -> str:
+        return self.started_at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.started_at.timestamp()) + RETENTION_DAYS * 86_400
+
+    def export(self) -> dict[str, Any]:
+        """The record as users export it: money as a decimal string."""
+        row: dict[str, Any] = {
+            "request_id": self.request_id,
+            "timestamp": self.timestamp,
+            "org_id": self.org_id,
+            "key_id": self.key_id,
+            "model": self.model,
+            "provider": self.provider,
+            "status": self.status,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cost_usd": format_usd(self.cost_usd),
+            "latency_ms": self.latency_ms,
+            "cached": self.cached,
+            "stream": self.stream,
+            "usage_estimated": self.usage_estimated,
+            "endpoint": self.endpoint,
+            "error_code": self.error_code,
+        }
+        return row
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,43 @@
+"""`make dev`: the whole system on one local port, with the built-in demo upstream."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+
+from dynoyard.api.app import create_app
+from dynoyard.local import demo_upstream
+from dynoyard.local.seed import ensure_demo_org
+from dynoyard.settings import GatewaySettings
+
+LOCAL_DIR = Path(".local")
+
+
+def build_dev_app(port: int):  # type: ignore[no-untyped-def]
+    os.environ.setdefault("DYNOYARD_DEMO_API_KEY", "demo")
+    os.environ.setdefault("DYNOYARD_DEMO_BASE_URL", f"http://127.0.0.1:{port}/demo/v1")
+    app = create_app(GatewaySettings())
+    app.mount("/demo", demo_upstream.create_app())
+    return app
+
+
+def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
+    app = build_dev_app(port)
+    demo = ensure_demo_org(app.state.runtime.store, LOCAL_DIR / "demo-org")
+    base = f"http://{host}:{port}"
+    print(f"\nDynoyard is serving on {base}  (Ctrl-C stops it)")
+    print(f"  demo organization: {demo.org_id}")
+    if demo.api_key:
+        print(f"  demo API key (shown once, keep it): {demo.api_key}")
+    else:
+        print("  demo API key: shown on the first run only; make another with")
+        print(f"    .venv/bin/dynoyard key create --org {demo.org_id}")
+    print(
+        f"  try: curl {base}/v1/chat/completions -H 'Authorization: Bearer <key>' "
+        "-H 'Content-Type: application/json' "
+        "-d '{\"model\":\"dynoyard-demo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'\n",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,75 @@
+"""Powertools Logger, Metrics and Tracer: one place, metadata only.
+
+A log line or metric never holds a body or a secret header: only request id, org id, key
+id, model, provider, status, tokens, latency. The privacy tests scan all of it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from dynoyard.domain.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+SERVICE = "dynoyard"
+NAMESPACE = "Dynoyard"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+@cache
+def tracer() -> Tracer:
+    # The X-Ray SDK is imported only by the Lambda handlers that trace.
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+class PowertoolsObserver:
+    """The domain's Observer port: one structured log line and a few metrics per request."""
+
+    def request_finished(self, record: UsageRecord) -> None:
+        logger.info(
+            "request finished",
+            extra={
+                "request_id": record.request_id,
+                "org_id": record.org_id,
+                "key_id": record.key_id,
+                "endpoint": record.endpoint,
+                "model": record.model,
+                "provider": record.provider,
+                "status": record.status,
+                "stream": record.stream,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "usage_estimated": record.usage_estimated,
+                "latency_ms": record.latency_ms,
+                "upstream_ms": record.upstream_ms,
+                "error_code": record.error_code,
+            },
+        )
+        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=record.latency_ms)
+        metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=record.total_tokens)
+        if record.error_code in ("upstream_error", "upstream_timeout"):
+            metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()
+
+    def settle_failed(self, record: UsageRecord, error: Exception) -> None:
+        logger.error(
+            "settle failed: reconcile this request",
+            extra={
+                "request_id": record.request_id,
+                "org_id": record.org_id,
+                "error_type": type(error).__name__,
+            },
+        )
+        metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()

@@ -1,0 +1,40 @@
+"""Configuration, read once from the environment with the CONTRACT's variable names."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    accounts_table: str = Field("dynoyard-accounts", validation_alias="ACCOUNTS_TABLE")
+    usage_table: str = Field("dynoyard-usage", validation_alias="USAGE_TABLE")
+    cache_table: str = Field("dynoyard-cache", validation_alias="CACHE_TABLE")
+    idempotency_table: str = Field("dynoyard-idempotency", validation_alias="IDEMPOTENCY_TABLE")
+    models_file: Path = Field(Path("config/models.yaml"), validation_alias="DYNOYARD_MODELS_FILE")
+    provider_keys_secret: str | None = Field(None, validation_alias="PROVIDER_KEYS_SECRET")
+
+    # Explicit limits (README, "Limits").
+    max_body_bytes: int = Field(4 * MIB, ge=1024, validation_alias="DYNOYARD_MAX_BODY_BYTES")
+    max_response_bytes: int = Field(
+        6 * MIB, ge=1024, validation_alias="DYNOYARD_MAX_RESPONSE_BYTES"
+    )
+    key_cache_seconds: float = Field(5.0, ge=0, validation_alias="DYNOYARD_KEY_CACHE_SECONDS")
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, validation_alias="DYNOYARD_UPSTREAM_CONNECT_TIMEOUT"
+    )
+    upstream_read_timeout: float = Field(
+        60.0, gt=0, validation_alias=AliasChoices("DYNOYARD_UPSTREAM_READ_TIMEOUT")
+    )
+
+
+@lru_cache(maxsize=1)
+def gateway_settings() -> GatewaySettings:
+    return GatewaySettings()
