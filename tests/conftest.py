@@ -1,0 +1,300 @@
+"""Shared fixtures: real DynamoDB Local tables built from template.yaml, a fake provider
+that is a real HTTP server on 127.0.0.1, and the gateway itself as a uvicorn process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
+from dynoyard.local.tables import ensure_tables
+from tests.fakes.upstream import FakeProvider
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_SECRET = f"sk-upstream-SECRET-{uuid.uuid4().hex}"
+TABLE_ENV_NAMES = ("ACCOUNTS_TABLE", "USAGE_TABLE", "CACHE_TABLE", "IDEMPOTENCY_TABLE")
+
+
+def ddb_endpoint() -> str:
+    port = os.environ.get("DYNAMODB_PORT", "8000")
+    return os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{port}")
+
+
+@dataclass
+class Tables:
+    env: dict[str, str]
+    names: dict[str, str]
+    client: Any
+    store: DynamoStore
+
+    @property
+    def accounts(self) -> str:
+        return self.names["ACCOUNTS_TABLE"]
+
+    @property
+    def usage(self) -> str:
+        return self.names["USAGE_TABLE"]
+
+    def scan_all(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for name in self.names.values():
+            paginator = self.client.get_paginator("scan")
+            for page in paginator.paginate(TableName=name):
+                items.extend(page.get("Items", []))
+        return items
+
+    def usage_item(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The usage record of a request (raw DynamoDB item), waiting briefly for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for item in self.scan_table(self.usage):
+                if item.get("request_id", {}).get("S") == request_id:
+                    return item
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage record for {request_id}")
+            time.sleep(0.05)
+
+    def scan_table(self, name: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in self.client.get_paginator("scan").paginate(TableName=name):
+            out.extend(page.get("Items", []))
+        return out
+
+
+@pytest.fixture(scope="session")
+def tables() -> Iterator[Tables]:
+    endpoint = ddb_endpoint()
+    env = {
+        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
+    os.environ.update(env)
+    try:
+        httpx.get(endpoint, timeout=2)
+    except httpx.HTTPError:
+        pytest.fail(f"DynamoDB Local is not answering at {endpoint}: run the suite with `make test`")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    names = {name: f"{prefix}-{name.split('_')[0].lower()}" for name in TABLE_ENV_NAMES}
+    client = dynamodb_client()
+    ensure_tables(client, names)
+    env.update(names)
+    store = DynamoStore(client, names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+    yield Tables(env=env, names=names, client=client, store=store)
+    for name in names.values():
+        client.delete_table(TableName=name)
+
+
+@dataclass
+class Account:
+    org_id: str
+    key: str
+    key_id: str
+    store: DynamoStore
+
+    def balance(self) -> Decimal:
+        return self.store.get_org(self.org_id).balance_usd
+
+
+@pytest.fixture
+def make_account(tables: Tables) -> Callable[..., Account]:
+    def make(
+        credits: str = "10", models: frozenset[str] = frozenset(), expires_at: int | None = None
+    ) -> Account:
+        org_id = tables.store.create_org(f"Test {uuid.uuid4().hex[:6]}", "test@example.com")
+        if Decimal(credits) != 0:
+            tables.store.grant_credits(org_id, Decimal(credits), "test credits")
+        new = tables.store.create_key(org_id, "test", models, expires_at)
+        return Account(org_id, new.secret, new.key_id, tables.store)
+
+    return make
+
+
+# -- servers on 127.0.0.1 -----------------------------------------------------------
+
+
+class ThreadedServer:
+    """uvicorn in a thread, on a free port."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+class ResettingServer:
+    """Accepts connections and resets them at once: a provider that drops the line."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[tuple[FakeProvider, int]]:
+    provider = FakeProvider()
+    with ThreadedServer(provider.app) as server:
+        yield provider, server.port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+TEST_MODELS: list[dict[str, Any]] = [
+    {"id": "test-chat", "upstream": "ok"},
+    {"id": "test-embed", "upstream": "embed", "kind": "embedding"},
+    {"id": "test-500", "upstream": "fail-500"},
+    {"id": "test-400", "upstream": "fail-400"},
+    {"id": "test-429", "upstream": "fail-429"},
+    {"id": "test-slow", "upstream": "slow"},
+    {"id": "test-break", "upstream": "stream-break"},
+    {"id": "test-no-usage", "upstream": "no-usage"},
+    {"id": "test-slow-chunks", "upstream": "slow-chunks", "max_output_tokens": 300},
+    {"id": "test-error-event", "upstream": "error-event"},
+    {"id": "test-fallback", "upstream": "fail-500", "fallbacks": ["test-chat"]},
+    {"id": "test-reset", "upstream": "ok", "provider": "resetting"},
+    {"id": "test-refused", "upstream": "ok", "provider": "nowhere"},
+    {"id": "test-hidden", "upstream": "ok", "provider": "keyless"},
+]
+TEST_PRICE = {"input_per_mtok": "1.00", "output_per_mtok": "2.00"}
+
+
+@pytest.fixture(scope="session")
+def catalog_path(
+    fake_provider: tuple[FakeProvider, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    _, port = fake_provider
+    resetting = ResettingServer()
+    catalog = {
+        "providers": {
+            "fake": {"base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "FAKE_PROVIDER_KEY"},
+            "resetting": {"base_url": f"http://127.0.0.1:{resetting.port}/v1"},
+            "nowhere": {"base_url": f"http://127.0.0.1:{free_port()}/v1"},
+            "keyless": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "UNSET_PROVIDER_KEY"},
+        },
+        "models": [
+            {"provider": "fake", "price": TEST_PRICE, "max_output_tokens": 1000, **m}
+            for m in TEST_MODELS
+        ],
+    }
+    path = tmp_path_factory.mktemp("catalog") / "models.yaml"
+    path.write_text(json.dumps(catalog))  # JSON is YAML
+    yield path
+    resetting.close()
+
+
+@dataclass
+class GatewayProcess:
+    base_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=key, max_retries=0, **kwargs)
+
+
+GATEWAY_SETTINGS = {
+    "DYNOYARD_KEY_CACHE_SECONDS": "0",
+    "DYNOYARD_UPSTREAM_READ_TIMEOUT": "1.5",
+    "DYNOYARD_MAX_BODY_BYTES": "65536",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+    "POWERTOOLS_METRICS_NAMESPACE": "DynoyardTest",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tables: Tables, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    env = {
+        **os.environ,
+        **tables.env,
+        **GATEWAY_SETTINGS,
+        "DYNOYARD_MODELS_FILE": str(catalog_path),
+        "FAKE_PROVIDER_KEY": UPSTREAM_SECRET,
+    }
+    env.pop("UNSET_PROVIDER_KEY", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "dynoyard.api.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("gateway did not start:\n" + log_path.read_text())
+        time.sleep(0.1)
+    yield GatewayProcess(base_url, log_path, process, env)
+    process.terminate()
+    process.wait(timeout=10)
