@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-
 from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
 from dynoyard.local.tables import ensure_tables
+
 from tests.fakes.upstream import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,9 @@ def tables() -> Iterator[Tables]:
     try:
         httpx.get(endpoint, timeout=2)
     except httpx.HTTPError:
-        pytest.fail(f"DynamoDB Local is not answering at {endpoint}: run the suite with `make test`")
+        pytest.fail(
+            f"DynamoDB Local is not answering at {endpoint}: run the suite with `make test`"
+        )
     prefix = f"t{uuid.uuid4().hex[:8]}"
     names = {name: f"{prefix}-{name.split('_')[0].lower()}" for name in TABLE_ENV_NAMES}
     client = dynamodb_client()
@@ -172,7 +174,9 @@ class ResettingServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             conn.close()
 
     def close(self) -> None:
@@ -279,9 +283,23 @@ def gateway(
     env.pop("UNSET_PROVIDER_KEY", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "dynoyard.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "dynoyard.api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +50,7 @@ def handler(tables, catalog_path, fake_provider):
 def event(name: str, key: str | None = None, **body_changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((EVENTS / name).read_text())
     if key is not None:
-        for headers in (data.get("headers") or {}, ):
+        for headers in (data.get("headers") or {},):
             headers["Authorization"] = f"Bearer {key}"
         multi = data.get("multiValueHeaders") or {}
         if "Authorization" in multi:

@@ -9,8 +9,8 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-
 from dynoyard.domain.money import MILLION
+
 from tests.conftest import UPSTREAM_SECRET
 
 PRICE_IN, PRICE_OUT = Decimal("1.00"), Decimal("2.00")
@@ -71,7 +71,11 @@ def test_given_every_openai_field_when_sent_then_the_upstream_gets_it_untouched(
     assert body["tools"] == tools and body["tool_choice"] == "auto"
     assert body["response_format"] == {"type": "json_object"}
     assert (body["n"], body["stop"], body["seed"], body["logprobs"], body["top_logprobs"]) == (
-        2, ["END"], 7, True, 2,
+        2,
+        ["END"],
+        7,
+        True,
+        2,
     )
     assert body["provider_specific"] == {"x": 1}
     # The provider sees the gateway's own key, never the client's.
@@ -130,7 +134,9 @@ def test_given_models_when_listed_then_only_offered_and_allowed_ones_show(gatewa
     assert [m.id for m in client.models.list()] == ["test-chat"]
     assert client.models.retrieve("test-chat").owned_by == "fake"
     with pytest.raises(openai.PermissionDeniedError) as info:
-        client.chat.completions.create(model="test-embed", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="test-embed", messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.code == "model_not_allowed"
 
 
@@ -166,7 +172,9 @@ def test_given_an_empty_balance_when_requesting_then_429_insufficient_quota_and_
         gateway.client(account.key).chat.completions.create(
             model="test-chat", messages=[{"role": "user", "content": "x"}]
         )
-    assert info.value.code == "insufficient_quota" and info.value.body["type"] == "insufficient_quota"
+    assert (
+        info.value.code == "insufficient_quota" and info.value.body["type"] == "insufficient_quota"
+    )
     record = tables.usage_item(info.value.response.headers["x-request-id"])
     assert record["status"]["N"] == "429" and Decimal(record["cost_usd"]["N"]) == 0
     assert account.balance() == 0
@@ -203,11 +211,15 @@ def test_given_upstream_4xx_when_called_then_its_status_and_message_reach_the_cl
     account = make_account("5")
     client = gateway.client(account.key)
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="test-400", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="test-400", messages=[{"role": "user", "content": "x"}]
+        )
     assert "temperature" in info.value.message and info.value.param == "temperature"
     assert info.value.code == "invalid_value"
     with pytest.raises(openai.RateLimitError) as limited:
-        client.chat.completions.create(model="test-429", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model="test-429", messages=[{"role": "user", "content": "x"}]
+        )
     assert limited.value.status_code == 429
     assert account.balance() == Decimal("5")
     head = tables.usage_item(info.value.response.headers["x-request-id"])["error_head"]["S"]
@@ -232,9 +244,26 @@ def test_given_a_failing_model_with_a_fallback_when_called_then_the_fallback_ans
         (b"{not json", 400, None, None),
         (b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model", None),
         (b'{"model": "test-chat", "messages": "x"}', 400, "messages", None),
-        (b'{"model": "test-chat", "messages": [{"role": "user"}], "max_tokens": 100000}', 400, "max_tokens", None),
-        (b'{"model": "test-embed", "messages": [{"role": "user"}]}', 400, "model", "model_not_supported"),
-        (b'{"model": "test-chat", "messages": [{"role": "user", "content": "' + b"x" * 70000 + b'"}]}', 413, None, "request_too_large"),
+        (
+            b'{"model": "test-chat", "messages": [{"role": "user"}], "max_tokens": 100000}',
+            400,
+            "max_tokens",
+            None,
+        ),
+        (
+            b'{"model": "test-embed", "messages": [{"role": "user"}]}',
+            400,
+            "model",
+            "model_not_supported",
+        ),
+        (
+            b'{"model": "test-chat", "messages": [{"role": "user", "content": "'
+            + b"x" * 70000
+            + b'"}]}',
+            413,
+            None,
+            "request_too_large",
+        ),
     ],
 )
 def test_given_bad_input_when_posted_then_openai_shaped_errors_and_no_charge(

@@ -10,8 +10,8 @@ import uuid
 import httpx
 import openai
 import pytest
-
 from dynoyard.domain.usage import ERROR_HEAD_BYTES
+
 from tests.conftest import UPSTREAM_SECRET
 
 
@@ -32,8 +32,11 @@ def test_given_canaries_in_every_kind_of_request_when_everything_is_scanned_then
         return prompts[kind]
 
     answer = client.chat.completions.create(
-        model="test-chat", messages=[{"role": "system", "content": ask("system")},
-                                     {"role": "user", "content": ask("chat")}]
+        model="test-chat",
+        messages=[
+            {"role": "system", "content": ask("system")},
+            {"role": "user", "content": ask("chat")},
+        ],
     )
     completions.append(answer.choices[0].message.content)
     streamed = client.chat.completions.create(
@@ -44,9 +47,13 @@ def test_given_canaries_in_every_kind_of_request_when_everything_is_scanned_then
     completions.append(legacy.choices[0].text)
     client.embeddings.create(model="test-embed", input=ask("embed"))
     with pytest.raises(openai.APIError):
-        list(client.chat.completions.create(
-            model="test-break", messages=[{"role": "user", "content": ask("break")}], stream=True
-        ))
+        list(
+            client.chat.completions.create(
+                model="test-break",
+                messages=[{"role": "user", "content": ask("break")}],
+                stream=True,
+            )
+        )
     with pytest.raises(openai.InternalServerError) as failed:
         client.chat.completions.create(
             model="test-500", messages=[{"role": "user", "content": ask("error")}]

@@ -9,7 +9,6 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-
 from dynoyard.domain.money import MILLION
 
 
@@ -56,13 +55,15 @@ def test_given_an_upstream_that_breaks_mid_stream_when_relayed_then_an_error_eve
     account = make_account("10")
     client = gateway.client(account.key)
     received = []
-    with pytest.raises(openai.APIError) as info:
-        with client.chat.completions.with_streaming_response.create(
+    with (
+        pytest.raises(openai.APIError) as info,
+        client.chat.completions.with_streaming_response.create(
             model="test-break", messages=[{"role": "user", "content": "x"}], stream=True
-        ) as response:
-            request_id = response.headers["x-request-id"]
-            for chunk in response.parse():
-                received.append(chunk)
+        ) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        for chunk in response.parse():
+            received.append(chunk)
     assert "broke off" in info.value.message
     assert received  # the first bytes went out before the break
     record = tables.usage_item(request_id)

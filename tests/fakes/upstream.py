@@ -9,11 +9,6 @@ import json
 import uuid
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from dynoyard.local.demo_upstream import (
     chat_chunks,
     chat_completion,
@@ -22,6 +17,10 @@ from dynoyard.local.demo_upstream import (
     sse,
     text_completion,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 SLOW_SECONDS = 5.0
 ERROR_PADDING = 3000
@@ -59,7 +58,11 @@ class FakeProvider:
     async def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = await request.json()
         self.requests.append(
-            {"path": request.url.path, "payload": payload, "auth": request.headers.get("authorization")}
+            {
+                "path": request.url.path,
+                "payload": payload,
+                "auth": request.headers.get("authorization"),
+            }
         )
         return payload
 
@@ -109,7 +112,13 @@ class FakeProvider:
         if behaviour == "fail-500":
             # Error bodies may quote the prompt: the gateway keeps at most the first 1 KB.
             message = "upstream exploded while reading: " + last_prompt_text(payload)
-            body = {"error": {"message": message, "type": "server_error", "padding": "x" * ERROR_PADDING}}
+            body = {
+                "error": {
+                    "message": message,
+                    "type": "server_error",
+                    "padding": "x" * ERROR_PADDING,
+                }
+            }
             return JSONResponse(body, status_code=500)
         if behaviour == "fail-400":
             body = {
@@ -122,7 +131,13 @@ class FakeProvider:
             }
             return JSONResponse(body, status_code=400)
         if behaviour == "fail-429":
-            body = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+            body = {
+                "error": {
+                    "message": "Rate limit reached",
+                    "type": "requests",
+                    "code": "rate_limit_exceeded",
+                }
+            }
             return JSONResponse(body, status_code=429)
         if behaviour == "slow":
             await asyncio.sleep(SLOW_SECONDS)

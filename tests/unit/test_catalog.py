@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dynoyard.domain.catalog import CatalogError, parse_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +26,16 @@ def test_given_the_shipped_catalog_when_parsed_then_it_is_valid_and_names_every_
     data = yaml.safe_load((ROOT / "config" / "models.yaml").read_text())
     catalog = parse_catalog(data, environ={}, key_available=lambda name: True)
     providers = {m.provider.name for m in catalog.offered()}
-    assert {"openai", "deepseek", "moonshot", "groq", "together", "openrouter", "ollama", "demo"} <= providers
+    assert {
+        "openai",
+        "deepseek",
+        "moonshot",
+        "groq",
+        "together",
+        "openrouter",
+        "ollama",
+        "demo",
+    } <= providers
     assert all(m.price.input_per_mtok >= 0 for m in catalog.offered())
 
 
@@ -50,7 +58,13 @@ def test_given_no_provider_keys_when_parsed_then_only_the_demo_is_offered():
     ],
 )
 def test_given_a_bad_entry_when_parsed_then_the_error_names_it(overrides, message):
-    with pytest.raises(CatalogError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        CatalogError,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
         parse_catalog(base(**overrides), environ={"P_KEY": "x"})
 
 

@@ -1,5 +1,6 @@
-import pytest
+import json
 
+import pytest
 from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.keys import ApiKey, generate_key, hash_key, looks_like_key
 from dynoyard.domain.requests import parse_request
@@ -48,11 +49,21 @@ def test_given_bad_chat_bodies_when_parsed_then_a_400_names_the_param(body, para
 
 
 def test_given_a_chat_body_when_parsed_then_unknown_fields_pass_through_and_limits_are_read():
-    body = (
-        b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"},'
-        b' {"type": "image_url", "image_url": {"url": "http://x"}}]}], "tools": [{"type": "function"}],'
-        b' "n": 2, "max_completion_tokens": 30, "stream": true, "stream_options": {"include_usage": true}}'
-    )
+    content = [
+        {"type": "text", "text": "hello"},
+        {"type": "image_url", "image_url": {"url": "http://x"}},
+    ]
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": content}],
+            "tools": [{"type": "function"}],
+            "n": 2,
+            "max_completion_tokens": 30,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
     parsed = parse_request("chat/completions", body)
     assert parsed.payload["tools"] == [{"type": "function"}]
     assert (parsed.stream, parsed.client_wants_usage, parsed.choices) == (True, True, 2)

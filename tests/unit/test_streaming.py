@@ -5,7 +5,9 @@ from dynoyard.local.demo_upstream import chat_chunks
 
 
 def stream_bytes(include_usage: bool = True) -> bytes:
-    return b"".join(chat_chunks("m", ["Hel", "lo", " there"], prompt_tokens=11, include_usage=include_usage))
+    return b"".join(
+        chat_chunks("m", ["Hel", "lo", " there"], prompt_tokens=11, include_usage=include_usage)
+    )
 
 
 def run(meter: StreamMeter, data: bytes, size: int) -> bytes:
@@ -32,7 +34,10 @@ def test_given_a_client_that_did_not_ask_for_usage_when_relayed_then_the_usage_c
 
 
 def test_given_usage_inside_a_content_chunk_when_not_asked_then_it_is_nulled_not_dropped():
-    event = {"choices": [{"delta": {"content": "x"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    event = {
+        "choices": [{"delta": {"content": "x"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
     meter = StreamMeter(client_wants_usage=False)
     out = meter.feed(b"data: " + json.dumps(event).encode() + b"\n\n")
     assert json.loads(out[6:])["usage"] is None and meter.content_chunks == 1
@@ -54,4 +59,6 @@ def test_given_crlf_separators_and_comments_when_fed_then_they_pass_through():
 
 def test_given_an_error_event_when_built_then_it_has_openai_shape():
     payload = json.loads(error_event("broken", "upstream_error")[6:])
-    assert payload == {"error": {"message": "broken", "type": "api_error", "param": None, "code": "upstream_error"}}
+    assert payload == {
+        "error": {"message": "broken", "type": "api_error", "param": None, "code": "upstream_error"}
+    }

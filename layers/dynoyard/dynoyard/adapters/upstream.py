@@ -80,7 +80,9 @@ class HttpxUpstream:
             if key:
                 headers["authorization"] = f"Bearer {key}"
         client = self._client_for_loop()
-        request = client.build_request("POST", provider.base_url + path, content=body, headers=headers)
+        request = client.build_request(
+            "POST", provider.base_url + path, content=body, headers=headers
+        )
         try:
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:

@@ -7,8 +7,8 @@ from functools import cached_property
 
 from dynoyard.adapters.catalog_file import load_catalog
 from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
-from dynoyard.adapters.upstream import HttpxUpstream
 from dynoyard.adapters.secrets import ProviderKeys
+from dynoyard.adapters.upstream import HttpxUpstream
 from dynoyard.domain.catalog import Catalog
 from dynoyard.domain.gateway import Gateway
 from dynoyard.observability import PowertoolsObserver

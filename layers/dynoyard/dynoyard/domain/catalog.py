@@ -192,6 +192,8 @@ def parse_catalog(
     for model in models:
         for fallback in model.fallbacks:
             if fallback not in seen:
-                raise CatalogError(f"model '{model.id}': fallback '{fallback}' is not in the catalog")
+                raise CatalogError(
+                    f"model '{model.id}': fallback '{fallback}' is not in the catalog"
+                )
 
     return Catalog(models, has_key)

@@ -79,5 +79,7 @@ def upstream_error(message: str = "The upstream provider failed to answer.") -> 
     return GatewayError(502, message, type="api_error", code="upstream_error")
 
 
-def upstream_timeout(message: str = "The upstream provider did not answer in time.") -> GatewayError:
+def upstream_timeout(
+    message: str = "The upstream provider did not answer in time.",
+) -> GatewayError:
     return GatewayError(504, message, type="api_error", code="upstream_timeout")

@@ -306,10 +306,14 @@ def _check_fits(model: Model, parsed: ParsedRequest) -> None:
     if wants_embedding != (model.kind == "embedding"):
         what = "an embedding" if wants_embedding else "a chat or completion"
         raise errors.bad_request(
-            f"The model '{model.id}' is not {what} model.", param="model", code="model_not_supported"
+            f"The model '{model.id}' is not {what} model.",
+            param="model",
+            code="model_not_supported",
         )
     if parsed.max_output_tokens and parsed.max_output_tokens > model.max_output_tokens:
-        param = "max_completion_tokens" if "max_completion_tokens" in parsed.payload else "max_tokens"
+        param = (
+            "max_completion_tokens" if "max_completion_tokens" in parsed.payload else "max_tokens"
+        )
         raise errors.bad_request(
             f"'{param}' is too large: this model allows at most {model.max_output_tokens}.",
             param=param,
@@ -340,7 +344,9 @@ def _from_upstream(provider: str, status: int, raw: bytes) -> GatewayError:
             f"The upstream provider '{provider}' failed with status {status}."
         )
     text = message or f"The upstream provider answered with status {status}."
-    return GatewayError(status, f"Upstream '{provider}': {text}", type=type_, code=code, param=param)
+    return GatewayError(
+        status, f"Upstream '{provider}': {text}", type=type_, code=code, param=param
+    )
 
 
 def _usage_of_body(raw: bytes, call: Call) -> TokenCounts | None:

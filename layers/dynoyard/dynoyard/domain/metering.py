@@ -41,7 +41,9 @@ def cost_of(price: Price, tokens: TokenCounts) -> Decimal:
     ) / MILLION
 
 
-def hold_for(model: Model, body_bytes: int, image_parts: int, max_output_tokens: int, choices: int) -> Decimal:
+def hold_for(
+    model: Model, body_bytes: int, image_parts: int, max_output_tokens: int, choices: int
+) -> Decimal:
     prompt_bound = body_bytes + image_parts * IMAGE_TOKEN_ALLOWANCE
     completion_bound = max_output_tokens * max(choices, 1)
     return cost_of(model.price, TokenCounts(prompt_bound, completion_bound))
@@ -58,6 +60,11 @@ def usage_from(payload: object) -> TokenCounts | None:
         return None
     prompt = payload.get("prompt_tokens")
     completion = payload.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int) or prompt < 0 or completion < 0:
+    if (
+        not isinstance(prompt, int)
+        or not isinstance(completion, int)
+        or prompt < 0
+        or completion < 0
+    ):
         return None
     return TokenCounts(prompt, completion or 0)

@@ -14,7 +14,7 @@ ZERO = Decimal(0)
 
 def parse_usd(text: str | int | Decimal) -> Decimal:
     """A decimal amount from a string (never a float); raises ValueError on anything else."""
-    if isinstance(text, float) or isinstance(text, bool):
+    if isinstance(text, (float, bool)):
         raise ValueError("money must be given as a decimal string, not a float")
     try:
         value = Decimal(str(text).strip())

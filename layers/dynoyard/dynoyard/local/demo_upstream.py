@@ -73,7 +73,9 @@ def text_completion(model: str, text: str, prompt_tokens: int) -> dict[str, Any]
 
 
 def embeddings(model: str, inputs: Any, prompt_tokens: int) -> dict[str, Any]:
-    count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+    count = (
+        len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+    )
     data = [
         {
             "object": "embedding",
@@ -94,13 +96,24 @@ def chat_chunks(
 ) -> Iterator[bytes]:
     """A chat stream as OpenAI sends it: role chunk, content chunks, finish chunk, optional
     usage chunk (empty choices), then [DONE]."""
-    base = {"id": f"chatcmpl-demo{time.time_ns()}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
-    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": None}]})
+    base = {
+        "id": f"chatcmpl-demo{time.time_ns()}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+    yield sse(
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        }
+    )
     for piece in pieces:
-        yield sse({**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                        "finish_reason": None}]})
+        yield sse(
+            {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        )
     yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if include_usage:
         yield sse({**base, "choices": [], "usage": usage(prompt_tokens, len(pieces))})
@@ -126,7 +139,9 @@ async def _chat(request: Request) -> Response:
 
 async def _completions(request: Request) -> Response:
     payload = await request.json()
-    return JSONResponse(text_completion(str(payload.get("model")), DEMO_REPLY, count_words(payload)))
+    return JSONResponse(
+        text_completion(str(payload.get("model")), DEMO_REPLY, count_words(payload))
+    )
 
 
 async def _embeddings(request: Request) -> Response:

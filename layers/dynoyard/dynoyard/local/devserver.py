@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import uvicorn
-
 from dynoyard.api.app import create_app
 from dynoyard.local import demo_upstream
 from dynoyard.local.seed import ensure_demo_org
@@ -37,7 +36,7 @@ def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
     print(
         f"  try: curl {base}/v1/chat/completions -H 'Authorization: Bearer <key>' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"model\":\"dynoyard-demo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'\n",
+        '-d \'{"model":"dynoyard-demo","messages":[{"role":"user","content":"Hi"}]}\'\n',
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
