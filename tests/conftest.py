@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+
 from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
 from dynoyard.local.tables import ensure_tables
-
 from tests.fakes.upstream import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]

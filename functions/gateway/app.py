@@ -3,13 +3,7 @@
 from mangum import Mangum
 
 from dynoyard.api.app import create_app
-from dynoyard.observability import logger, tracer
+from dynoyard.observability import lambda_handler
 
 app = create_app()
-_asgi = Mangum(app, lifespan="off")
-
-
-@logger.inject_lambda_context(clear_state=True)
-@tracer().capture_lambda_handler
-def handler(event: dict, context: object) -> dict:  # type: ignore[type-arg]
-    return _asgi(event, context)  # type: ignore[arg-type]
+handler = lambda_handler(Mangum(app, lifespan="off"))  # type: ignore[arg-type]

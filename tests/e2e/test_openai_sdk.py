@@ -9,8 +9,8 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-from dynoyard.domain.money import MILLION
 
+from dynoyard.domain.money import MILLION
 from tests.conftest import UPSTREAM_SECRET
 
 PRICE_IN, PRICE_OUT = Decimal("1.00"), Decimal("2.00")

@@ -10,8 +10,8 @@ import uuid
 import httpx
 import openai
 import pytest
-from dynoyard.domain.usage import ERROR_HEAD_BYTES
 
+from dynoyard.domain.usage import ERROR_HEAD_BYTES
 from tests.conftest import UPSTREAM_SECRET
 
 

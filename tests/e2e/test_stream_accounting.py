@@ -9,6 +9,7 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+
 from dynoyard.domain.money import MILLION
 
 

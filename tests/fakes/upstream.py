@@ -9,6 +9,11 @@ import json
 import uuid
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
 from dynoyard.local.demo_upstream import (
     chat_chunks,
     chat_completion,
@@ -17,10 +22,6 @@ from dynoyard.local.demo_upstream import (
     sse,
     text_completion,
 )
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 SLOW_SECONDS = 5.0
 ERROR_PADDING = 3000

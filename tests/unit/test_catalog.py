@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from dynoyard.domain.catalog import CatalogError, parse_catalog
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.keys import ApiKey, generate_key, hash_key, looks_like_key
 from dynoyard.domain.requests import parse_request

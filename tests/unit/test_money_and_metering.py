@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+
 from dynoyard.domain.catalog import parse_catalog
 from dynoyard.domain.metering import TokenCounts, cost_of, estimate_tokens, hold_for, usage_from
 from dynoyard.domain.money import format_usd, parse_usd

@@ -6,16 +6,14 @@ id, model, provider, status, tokens, latency. The privacy tests scan all of it.
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dynoyard.domain.usage import UsageRecord
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Tracer
 
 SERVICE = "dynoyard"
 NAMESPACE = "Dynoyard"
@@ -24,12 +22,25 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
-@cache
-def tracer() -> Tracer:
-    # The X-Ray SDK is imported only by the Lambda handlers that trace.
-    from aws_lambda_powertools import Tracer
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
-    return Tracer(service=SERVICE)
+
+def tracing_enabled() -> bool:
+    """X-Ray subsegments through the Powertools Tracer cost ~200 ms of cold start (the X-Ray
+    SDK import), so they are opt-in: POWERTOOLS_TRACE_DISABLED=false on Lambda. Lambda's own
+    active tracing records every invocation either way."""
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("true", "1")
+    return not disabled and "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+def lambda_handler(handler: LambdaHandler) -> LambdaHandler:
+    """Wraps a Lambda handler with the logger's context and, when enabled, the tracer."""
+    if tracing_enabled():
+        from aws_lambda_powertools import Tracer
+
+        handler = Tracer(service=SERVICE).capture_lambda_handler(handler)
+    wrapped: LambdaHandler = logger.inject_lambda_context(handler, clear_state=True)
+    return wrapped
 
 
 class PowertoolsObserver:

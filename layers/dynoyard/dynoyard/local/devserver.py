@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import uvicorn
+
 from dynoyard.api.app import create_app
 from dynoyard.local import demo_upstream
 from dynoyard.local.seed import ensure_demo_org
