@@ -6,4 +6,4 @@ from dynoyard.api.app import create_app
 from dynoyard.observability import lambda_handler
 
 app = create_app()
-handler = lambda_handler(Mangum(app, lifespan="off"))  # type: ignore[arg-type]
+handler = lambda_handler(Mangum(app, lifespan="off"))
