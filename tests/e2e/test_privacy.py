@@ -86,7 +86,7 @@ def test_given_canaries_in_every_kind_of_request_when_everything_is_scanned_then
             assert value not in text, f"{value[:24]} found in {item.get('pk')}"
         if head is not None:
             assert len(head["S"].encode()) <= ERROR_HEAD_BYTES
-            assert int(item["status"]["N"]) >= 400
+            assert int(item["upstream_error_status"]["N"]) >= 400
             assert not any(c in head["S"] for c in completion_canaries + secrets)
             if item["request_id"]["S"] == error_request:
                 assert prompts["error"] in head["S"]  # the documented exception, and only it

@@ -430,6 +430,7 @@ def _usage_item(record: UsageRecord) -> dict[str, Any]:
             "client_ip": record.client_ip or None,
             "error_code": record.error_code,
             # The documented exception: at most 1 KB of an upstream's error body.
+            "upstream_error_status": record.upstream_error_status,
             "error_head": record.error_head or None,
             "expires_at": record.expires_at,
         }
@@ -456,5 +457,8 @@ def _usage_record(item: dict[str, Any]) -> UsageRecord:
         usage_estimated=bool(item.get("usage_estimated", False)),
         client_ip=str(item.get("client_ip", "")),
         error_code=item.get("error_code"),
+        upstream_error_status=(
+            int(item["upstream_error_status"]) if "upstream_error_status" in item else None
+        ),
         error_head=item.get("error_head"),
     )

@@ -202,6 +202,7 @@ class Gateway:
             finally:
                 await response.close()
             call.record.error_head = error_head(raw)
+            call.record.upstream_error_status = response.status
             failure = _from_upstream(model.provider.name, response.status, raw)
             if response.status < 500 and response.status != 429:
                 break  # the request itself is wrong: another provider would refuse it too

@@ -66,6 +66,7 @@ class UsageRecord:
     usage_estimated: bool = False
     client_ip: str = ""
     error_code: str | None = None
+    upstream_error_status: int | None = None  # the upstream answer error_head comes from
     error_head: str | None = None
 
     @property
