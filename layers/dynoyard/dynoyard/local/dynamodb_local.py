@@ -4,6 +4,7 @@ bundles Amazon's DynamoDBLocal.jar; run directly on Java, no Docker."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -41,12 +42,15 @@ def ensure_running(port: int, data_dir: Path) -> subprocess.Popen[bytes] | None:
     if is_answering(port):
         return None
     jar_dir = _jar_dir()
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("Java 17+ is required to run DynamoDB Local, and none is on PATH")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / "dynamodb.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - fixed argv
             [
-                "java",  # noqa: S607 - the machine's Java, as the README asks
+                java,
                 f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}",
                 "-jar",
                 str(jar_dir / "DynamoDBLocal.jar"),
