@@ -1,0 +1,7 @@
+"""`python -m dynoyard`: the operator CLI."""
+
+import sys
+
+from dynoyard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,194 @@
+"""`dynoyard`: the operator CLI. Same configuration as the server (tables, DynamoDB
+endpoint); `--json` before the command makes every command print JSON and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dynoyard.domain.accounts import MAX_CACHE_TTL_SECONDS, UnknownKey, UnknownOrg
+from dynoyard.domain.money import format_usd, parse_usd
+from dynoyard.domain.usage import EXPORT_FIELDS
+
+if TYPE_CHECKING:
+    from dynoyard.adapters.dynamodb import DynamoStore
+
+
+class CliError(Exception):
+    """A problem with what the operator asked for: one line on stderr, exit 1."""
+
+
+def _store() -> DynamoStore:
+    # Imported here so that `dynoyard --help` does not load botocore.
+    from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
+    from dynoyard.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    return DynamoStore(dynamodb_client(), settings.accounts_table, settings.usage_table)
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError("expected 'on' or 'off'")
+    return value == "on"
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _amount(value: str) -> Decimal:
+    try:
+        return parse_usd(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynoyard", description="Operate a Dynoyard gateway.")
+    parser.add_argument("--json", action="store_true", help="print JSON only (before the command)")
+    commands = parser.add_subparsers(dest="group", required=True)
+
+    org = commands.add_parser("org", help="organizations").add_subparsers(
+        dest="action", required=True
+    )
+    create = org.add_parser("create", help="create an organization")
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    show = org.add_parser("show", help="show an organization")
+    show.add_argument("org_id")
+    settings = org.add_parser("set", help="change an organization's settings")
+    settings.add_argument("org_id")
+    settings.add_argument("--cache", type=_on_off, help="on/off: the opt-in response cache")
+    settings.add_argument("--cache-ttl", type=_positive_int, help="cache TTL in seconds")
+
+    key = commands.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    key_create = key.add_parser("create", help="create an API key (shown once)")
+    key_create.add_argument("--org", required=True)
+    key_create.add_argument("--name", default="")
+    key_create.add_argument("--models", help="comma-separated model ids the key may use")
+    key_create.add_argument("--expires-in", type=_positive_int, metavar="DAYS")
+    revoke = key.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key_id")
+
+    credits = commands.add_parser("credits", help="balance").add_subparsers(
+        dest="action", required=True
+    )
+    grant = credits.add_parser(
+        "grant", help="add credits (a negative amount takes them back, and needs --reason)"
+    )
+    grant.add_argument("--org", required=True)
+    grant.add_argument("--usd", required=True, type=_amount, help="decimal amount, e.g. 25.00")
+    grant.add_argument("--reason", default="")
+
+    usage = commands.add_parser("usage", help="usage records").add_subparsers(
+        dest="action", required=True
+    )
+    export = usage.add_parser("export", help="export usage records, one per line")
+    export.add_argument("--org", required=True)
+    export.add_argument("--since", type=_since, help="ISO 8601 date or time (UTC if naive)")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    return parser
+
+
+def _org_command(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+    if args.action == "create":
+        return {"org_id": store.create_org(args.name, args.email)}
+    if args.action == "show":
+        return store.get_org(args.org_id).show()
+    if args.cache_ttl is not None and args.cache_ttl > MAX_CACHE_TTL_SECONDS:
+        raise CliError(f"--cache-ttl can be at most {MAX_CACHE_TTL_SECONDS} seconds")
+    return store.update_org_settings(args.org_id, args.cache, args.cache_ttl).show()
+
+
+def _key_command(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+    if args.action == "revoke":
+        store.revoke_key(args.key_id)
+        return {"key_id": args.key_id, "revoked": True}
+    models = frozenset(m.strip() for m in (args.models or "").split(",") if m.strip())
+    expires_at = int(time.time()) + args.expires_in * 86_400 if args.expires_in else None
+    new = store.create_key(args.org, args.name, models, expires_at)
+    return {"key_id": new.key_id, "api_key": new.secret}
+
+
+def _grant(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+    if args.usd == 0:
+        raise CliError("--usd must not be zero")
+    if args.usd < 0 and not args.reason:
+        raise CliError("taking credits back (a negative --usd) needs a --reason")
+    org = store.grant_credits(args.org, args.usd, args.reason or "granted by operator")
+    return {"org_id": org.org_id, "balance_usd": format_usd(org.balance_usd)}
+
+
+def _export(args: argparse.Namespace, store: DynamoStore, out: TextIO) -> None:
+    store.get_org(args.org)  # an unknown org is an error, not an empty export
+    records = store.usage_records(args.org, args.since)
+    if args.format == "jsonl":
+        for record in records:
+            out.write(json.dumps(record.export()) + "\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record.export())
+
+
+def _human(result: dict[str, Any]) -> str:
+    lines = []
+    for name, value in result.items():
+        if isinstance(value, dict):
+            lines += [f"{name}.{k}: {v}" for k, v in value.items()]
+        else:
+            lines.append(f"{name}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        store = _store()
+        if args.group == "usage":
+            _export(args, store, sys.stdout)
+            return 0
+        handlers = {"org": _org_command, "key": _key_command, "credits": _grant}
+        result = handlers[args.group](args, store)
+    except CliError as exc:
+        return _fail(str(exc))
+    except UnknownOrg as exc:
+        return _fail(f"no organization {exc.args[0]}")
+    except UnknownKey as exc:
+        return _fail(f"no API key {exc.args[0]}")
+    except Exception as exc:  # store unreachable, bad credentials: one line, no traceback
+        return _fail(f"{type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_human(result))
+        if "api_key" in result:
+            print("This is the only time the API key is shown: keep it now.", file=sys.stderr)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"dynoyard: error: {message}", file=sys.stderr)
+    return 1

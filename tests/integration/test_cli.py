@@ -1,0 +1,208 @@
+"""The operator CLI against DynamoDB Local, with the CONTRACT's output shapes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from dynoyard.cli import main
+from dynoyard.domain.usage import EXPORT_FIELDS, UsageRecord
+
+
+@pytest.fixture
+def cli(tables, monkeypatch, capsys):
+    for name, value in tables.env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def as_json(output: str) -> dict:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return json.loads(lines[0])
+
+
+def test_given_a_new_org_when_shown_then_the_contract_shape_with_money_as_strings(cli):
+    code, out, _ = cli("--json", "org", "create", "--name", "Acme", "--email", "ops@acme.test")
+    assert code == 0
+    org_id = as_json(out)["org_id"]
+    assert org_id.startswith("org_")
+    code, out, _ = cli("--json", "org", "show", org_id)
+    assert as_json(out) == {
+        "org_id": org_id,
+        "name": "Acme",
+        "balance_usd": "0.000000",
+        "settings": {"cache_enabled": False, "cache_ttl_seconds": 1800},
+    }
+
+
+def test_given_grants_of_a_tenth_when_added_then_the_balance_is_exact(cli):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    for _ in range(3):
+        code, out, _ = cli("--json", "credits", "grant", "--org", org_id, "--usd", "0.1")
+        assert code == 0
+    assert as_json(out) == {"org_id": org_id, "balance_usd": "0.300000"}
+    code, out, _ = cli(
+        "--json", "credits", "grant", "--org", org_id, "--usd", "-0.05", "--reason", "fix"
+    )
+    assert as_json(out)["balance_usd"] == "0.250000"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["credits", "grant", "--org", "ORG", "--usd", "abc"],
+        ["credits", "grant", "--org", "ORG", "--usd", "-1"],
+        ["credits", "grant", "--org", "ORG", "--usd", "0"],
+        ["org", "set", "ORG", "--cache-ttl", "999999999"],
+        ["org", "show", "org_doesnotexist"],
+        ["key", "revoke", "key_doesnotexist"],
+        ["key", "create", "--org", "org_doesnotexist"],
+        ["usage", "export", "--org", "org_doesnotexist"],
+    ],
+)
+def test_given_bad_input_when_run_then_a_one_line_error_and_nonzero_exit(cli, argv):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    argv = [org_id if a == "ORG" else a for a in argv]
+    try:
+        code, out, err = cli("--json", *argv)
+    except SystemExit as exc:  # argparse refuses malformed values itself
+        code, out, err = int(exc.code or 1), "", "argparse"
+    assert code != 0 and out == ""
+    assert err and "Traceback" not in err
+
+
+def test_given_org_settings_when_set_then_show_returns_them(cli):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    code, out, _ = cli("--json", "org", "set", org_id, "--cache", "on", "--cache-ttl", "600")
+    assert code == 0
+    assert as_json(out)["settings"] == {"cache_enabled": True, "cache_ttl_seconds": 600}
+    assert as_json(cli("--json", "org", "show", org_id)[1])["settings"]["cache_enabled"] is True
+
+
+def test_given_a_key_when_created_and_revoked_then_the_store_agrees(cli, tables):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    _, out, _ = cli(
+        "--json",
+        "key",
+        "create",
+        "--org",
+        org_id,
+        "--name",
+        "ci",
+        "--models",
+        "test-chat, test-embed",
+        "--expires-in",
+        "30",
+    )
+    created = as_json(out)
+    assert set(created) == {"key_id", "api_key"} and created["api_key"].startswith("sk-dy-")
+    from dynoyard.domain.keys import hash_key
+
+    key = tables.store.get_key_by_hash(hash_key(created["api_key"]))
+    assert key is not None and key.models == {"test-chat", "test-embed"} and key.org_id == org_id
+    assert key.expires_at is not None and not key.revoked
+    assert as_json(cli("--json", "key", "revoke", created["key_id"])[1]) == {
+        "key_id": created["key_id"],
+        "revoked": True,
+    }
+    assert tables.store.get_key_by_hash(hash_key(created["api_key"])).revoked
+
+
+def record(org_id: str, when: datetime, request_id: str, cost: str) -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id,
+        started_at=when,
+        org_id=org_id,
+        key_id="key_x",
+        endpoint="chat/completions",
+        model="m",
+        provider="p",
+        status=200,
+        prompt_tokens=3,
+        completion_tokens=4,
+        cost_usd=Decimal(cost),
+        latency_ms=12,
+    )
+
+
+def test_given_usage_records_when_exported_then_jsonl_and_csv_hold_the_contract_fields(cli, tables):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    now = datetime.now(UTC)
+    tables.store.settle_sync(
+        record(org_id, now - timedelta(days=2), "req_old", "0.00000105"), Decimal(0)
+    )
+    tables.store.settle_sync(record(org_id, now, "req_new", "0.5"), Decimal(0))
+
+    code, out, _ = cli("--json", "usage", "export", "--org", org_id)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["request_id"] for r in rows] == ["req_old", "req_new"]
+    assert set(rows[0]) >= {
+        "request_id",
+        "timestamp",
+        "org_id",
+        "key_id",
+        "model",
+        "provider",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_usd",
+        "latency_ms",
+        "cached",
+        "stream",
+    }
+    assert rows[0]["cost_usd"] == "0.00000105" and rows[0]["total_tokens"] == 7
+
+    since = (now - timedelta(days=1)).date().isoformat()
+    code, out, _ = cli("usage", "export", "--org", org_id, "--since", since, "--format", "csv")
+    parsed = list(csv.DictReader(io.StringIO(out)))
+    assert [r["request_id"] for r in parsed] == ["req_new"]
+    assert list(parsed[0]) == list(EXPORT_FIELDS) and parsed[0]["cost_usd"] == "0.500000"
+
+
+def test_given_the_console_script_when_run_as_a_module_then_it_prints_json_only(tables):
+    import os
+
+    env = {**os.environ, **tables.env}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynoyard",
+            "--json",
+            "org",
+            "create",
+            "--name",
+            "Sub",
+            "--email",
+            "s@x.y",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["org_id"].startswith("org_")
+    help_text = subprocess.run(
+        [sys.executable, "-c", "import sys, dynoyard.cli; print('botocore' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert help_text.stdout.strip() == "False"  # --help and parsing load no AWS SDK
