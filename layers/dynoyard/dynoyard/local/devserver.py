@@ -35,6 +35,10 @@ def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
         print("  demo API key: shown on the first run only; make another with")
         print(f"    .venv/bin/dynoyard key create --org {demo.org_id}")
     print(
+        "  operator CLI from another shell: "
+        f"export AWS_ENDPOINT_URL_DYNAMODB={os.environ.get('AWS_ENDPOINT_URL_DYNAMODB', '')}"
+    )
+    print(
         f"  try: curl {base}/v1/chat/completions -H 'Authorization: Bearer <key>' "
         "-H 'Content-Type: application/json' "
         '-d \'{"model":"dynoyard-demo","messages":[{"role":"user","content":"Hi"}]}\'\n',
