@@ -21,8 +21,9 @@ import httpx
 import pytest
 import uvicorn
 
-from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
-from dynoyard.local.tables import ensure_tables
+from dynoyard.adapters.dynamo_http import DynamoHttpClient
+from dynoyard.adapters.dynamodb import BlockingStore, DynamoStore
+from dynoyard.local.tables import ensure_tables, local_client
 from tests.fakes.upstream import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ class Tables:
     env: dict[str, str]
     names: dict[str, str]
     client: Any
-    store: DynamoStore
+    store: BlockingStore
 
     @property
     def accounts(self) -> str:
@@ -94,10 +95,12 @@ def tables() -> Iterator[Tables]:
         )
     prefix = f"t{uuid.uuid4().hex[:8]}"
     names = {name: f"{prefix}-{name.split('_')[0].lower()}" for name in TABLE_ENV_NAMES}
-    client = dynamodb_client()
+    client = local_client()
     ensure_tables(client, names)
     env.update(names)
-    store = DynamoStore(client, names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+    store = BlockingStore(
+        DynamoStore(DynamoHttpClient(endpoint), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+    )
     yield Tables(env=env, names=names, client=client, store=store)
     for name in names.values():
         client.delete_table(TableName=name)
@@ -108,7 +111,7 @@ class Account:
     org_id: str
     key: str
     key_id: str
-    store: DynamoStore
+    store: BlockingStore
 
     def balance(self) -> Decimal:
         return self.store.get_org(self.org_id).balance_usd

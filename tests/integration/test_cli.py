@@ -112,14 +112,14 @@ def test_given_a_key_when_created_and_revoked_then_the_store_agrees(cli, tables)
     assert set(created) == {"key_id", "api_key"} and created["api_key"].startswith("sk-dy-")
     from dynoyard.domain.keys import hash_key
 
-    key = tables.store.get_key_by_hash(hash_key(created["api_key"]))
+    key = tables.store.find_key(hash_key(created["api_key"]))
     assert key is not None and key.models == {"test-chat", "test-embed"} and key.org_id == org_id
     assert key.expires_at is not None and not key.revoked
     assert as_json(cli("--json", "key", "revoke", created["key_id"])[1]) == {
         "key_id": created["key_id"],
         "revoked": True,
     }
-    assert tables.store.get_key_by_hash(hash_key(created["api_key"])).revoked
+    assert tables.store.find_key(hash_key(created["api_key"])).revoked
 
 
 def record(org_id: str, when: datetime, request_id: str, cost: str) -> UsageRecord:
@@ -142,10 +142,10 @@ def record(org_id: str, when: datetime, request_id: str, cost: str) -> UsageReco
 def test_given_usage_records_when_exported_then_jsonl_and_csv_hold_the_contract_fields(cli, tables):
     org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
     now = datetime.now(UTC)
-    tables.store.settle_sync(
+    tables.store.settle(
         record(org_id, now - timedelta(days=2), "req_old", "0.00000105"), Decimal(0)
     )
-    tables.store.settle_sync(record(org_id, now, "req_new", "0.5"), Decimal(0))
+    tables.store.settle(record(org_id, now, "req_new", "0.5"), Decimal(0))
 
     code, out, _ = cli("--json", "usage", "export", "--org", org_id)
     rows = [json.loads(line) for line in out.splitlines()]

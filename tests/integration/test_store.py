@@ -29,10 +29,10 @@ def usage(org_id: str, request_id: str, cost: str, when: datetime | None = None)
 def test_given_a_settle_replayed_when_applied_twice_then_money_moves_once(make_account, tables):
     account = make_account("1")
     store = tables.store
-    store._hold(account.org_id, Decimal("0.3"))
+    store.hold(account.org_id, Decimal("0.3"))
     record = usage(account.org_id, "req_replay", "0.1")
-    store.settle_sync(record, Decimal("0.3"))
-    store.settle_sync(record, Decimal("0.3"))  # the same request id: a lost answer, retried
+    store.settle(record, Decimal("0.3"))
+    store.settle(record, Decimal("0.3"))  # the same request id: a lost answer, retried
     assert account.balance() == Decimal("0.9")
     stored = [r for r in store.usage_records(account.org_id) if r.request_id == "req_replay"]
     assert len(stored) == 1
@@ -45,7 +45,7 @@ def test_given_many_threads_when_holding_then_the_balance_never_goes_below_zero(
 
     def hold(_: int) -> bool:
         try:
-            tables.store._hold(account.org_id, Decimal("0.07"))
+            tables.store.hold(account.org_id, Decimal("0.07"))
             return True
         except InsufficientBalance:
             return False
@@ -59,9 +59,9 @@ def test_given_many_threads_when_holding_then_the_balance_never_goes_below_zero(
 def test_given_an_expired_usage_record_when_read_then_it_is_skipped(make_account, tables):
     account = make_account("1")
     old = usage(account.org_id, "req_expired", "0", datetime.now(UTC) - timedelta(days=91))
-    tables.store.settle_sync(old, Decimal(0))
+    tables.store.settle(old, Decimal(0))
     fresh = usage(account.org_id, "req_fresh", "0")
-    tables.store.settle_sync(fresh, Decimal(0))
+    tables.store.settle(fresh, Decimal(0))
     ids = [r.request_id for r in tables.store.usage_records(account.org_id)]
     assert ids == ["req_fresh"]  # DynamoDB deletes late; reads do not wait for it
     assert old.expires_at < time.time()
@@ -69,4 +69,4 @@ def test_given_an_expired_usage_record_when_read_then_it_is_skipped(make_account
 
 def test_given_an_unknown_org_when_holding_then_it_is_refused(tables):
     with pytest.raises(InsufficientBalance):
-        tables.store._hold("org_missing", Decimal("0.01"))
+        tables.store.hold("org_missing", Decimal("0.01"))

@@ -7,8 +7,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from dynoyard.adapters.dynamodb import dynamodb_client
-from dynoyard.local.tables import ensure_tables, table_env_names, table_specs
+from dynoyard.local.tables import ensure_tables, local_client, table_env_names, table_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +33,7 @@ def test_given_the_template_when_read_then_every_table_env_var_maps_to_a_table()
 
 
 def test_given_fresh_names_when_ensured_twice_then_tables_match_the_template(tables):
-    client = dynamodb_client()
+    client = local_client()
     prefix = f"tpl{uuid.uuid4().hex[:6]}"
     names = {env: f"{prefix}-{env.lower()}" for env in table_env_names()}
     assert sorted(ensure_tables(client, names)) == sorted(names.values())

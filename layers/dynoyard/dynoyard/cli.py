@@ -12,25 +12,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dynoyard.domain.accounts import MAX_CACHE_TTL_SECONDS, UnknownKey, UnknownOrg
+from dynoyard.domain.accounts import MAX_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
 
 if TYPE_CHECKING:
-    from dynoyard.adapters.dynamodb import DynamoStore
+    from dynoyard.adapters.dynamodb import BlockingStore
 
 
 class CliError(Exception):
     """A problem with what the operator asked for: one line on stderr, exit 1."""
 
 
-def _store() -> DynamoStore:
-    # Imported here so that `dynoyard --help` does not load botocore.
-    from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
+def _store() -> BlockingStore:
+    # Imported here so that `dynoyard --help` loads no HTTP client.
+    from dynoyard.adapters.dynamodb import blocking_store
     from dynoyard.settings import GatewaySettings
 
     settings = GatewaySettings()
-    return DynamoStore(dynamodb_client(), settings.accounts_table, settings.usage_table)
+    return blocking_store(settings.accounts_table, settings.usage_table)
 
 
 def _on_off(value: str) -> bool:
@@ -111,17 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _org_command(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     if args.action == "create":
         return {"org_id": store.create_org(args.name, args.email)}
     if args.action == "show":
-        return store.get_org(args.org_id).show()
+        org: Org = store.get_org(args.org_id)
+        return org.show()
     if args.cache_ttl is not None and args.cache_ttl > MAX_CACHE_TTL_SECONDS:
         raise CliError(f"--cache-ttl can be at most {MAX_CACHE_TTL_SECONDS} seconds")
-    return store.update_org_settings(args.org_id, args.cache, args.cache_ttl).show()
+    org = store.update_org_settings(args.org_id, args.cache, args.cache_ttl)
+    return org.show()
 
 
-def _key_command(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+def _key_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     if args.action == "revoke":
         store.revoke_key(args.key_id)
         return {"key_id": args.key_id, "revoked": True}
@@ -131,7 +133,7 @@ def _key_command(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]
     return {"key_id": new.key_id, "api_key": new.secret}
 
 
-def _grant(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
+def _grant(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     if args.usd == 0:
         raise CliError("--usd must not be zero")
     if args.usd < 0 and not args.reason:
@@ -140,7 +142,7 @@ def _grant(args: argparse.Namespace, store: DynamoStore) -> dict[str, Any]:
     return {"org_id": org.org_id, "balance_usd": format_usd(org.balance_usd)}
 
 
-def _export(args: argparse.Namespace, store: DynamoStore, out: TextIO) -> None:
+def _export(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty export
     records = store.usage_records(args.org, args.since)
     if args.format == "jsonl":

@@ -13,55 +13,19 @@ process), one conditional UpdateItem for the hold, one TransactWriteItems for th
 
 from __future__ import annotations
 
-import os
+import asyncio
+import inspect
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
+from dynoyard.adapters.dynamo_http import DynamoError, DynamoHttpClient
 from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
 from dynoyard.domain.keys import ApiKey, NewKey, generate_key, new_org_id
 from dynoyard.domain.ports import InsufficientBalance
 from dynoyard.domain.usage import UsageRecord
-
-T = TypeVar("T")
-
-
-def dynamodb_client() -> Any:
-    """One client per process; botocore honours AWS_ENDPOINT_URL_DYNAMODB by itself.
-    botocore rather than boto3: boto3 adds ~100 ms of imports (s3transfer) to a cold start."""
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=2,
-        read_timeout=5,
-        max_pool_connections=64,
-        tcp_keepalive=True,
-    )
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    session = botocore.session.get_session()
-    key_id = secret = None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", "")
-    if _is_loopback(endpoint) and session.get_credentials() is None:
-        key_id = secret = "local"  # DynamoDB Local checks no signature: no profile needed
-    return session.create_client(
-        "dynamodb",
-        region_name=region,
-        config=config,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-    )
-
-
-def _is_loopback(url: str) -> bool:
-    return url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
 
 
 def _org_key(org_id: str) -> dict[str, Any]:
@@ -106,62 +70,46 @@ def _typed(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _attribute(v) for k, v in item.items() if v is not None}
 
 
-def _is_condition_failure(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = error.response.get("CancellationReasons") or []
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
-    return False
-
-
 class DynamoStore:
-    """Implements the KeyStore and Ledger ports, and the operator's account commands."""
+    """Implements the KeyStore and Ledger ports, and the operator's account commands.
+    Every method is a coroutine; `BlockingStore` runs them for synchronous callers."""
 
-    def __init__(self, client: Any, accounts_table: str, usage_table: str) -> None:
-        self._client = client
+    def __init__(self, client: DynamoHttpClient, accounts_table: str, usage_table: str) -> None:
+        self._db = client
         self.accounts_table = accounts_table
         self.usage_table = usage_table
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # boto3 is synchronous; a worker thread keeps the event loop free meanwhile.
-        return await anyio.to_thread.run_sync(partial(fn, *args))
 
     # -- hot path -----------------------------------------------------------------
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        return await self._run(self.get_key_by_hash, key_hash)
-
-    def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        answer = self._client.get_item(
-            TableName=self.accounts_table,
-            Key={"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}},
+        answer = await self._db.call(
+            "GetItem",
+            {
+                "TableName": self.accounts_table,
+                "Key": {"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}},
+            },
         )
         item = answer.get("Item")
         return _api_key(_plain(item)) if item else None
 
     async def hold(self, org_id: str, amount: Decimal) -> None:
-        await self._run(self._hold, org_id, amount)
-
-    def _hold(self, org_id: str, amount: Decimal) -> None:
         try:
-            self._client.update_item(
-                TableName=self.accounts_table,
-                Key=_org_key(org_id),
-                UpdateExpression="SET balance_usd = balance_usd - :amount",
-                ConditionExpression="balance_usd >= :amount",
-                ExpressionAttributeValues={":amount": _num(amount)},
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.accounts_table,
+                    "Key": _org_key(org_id),
+                    "UpdateExpression": "SET balance_usd = balance_usd - :amount",
+                    "ConditionExpression": "balance_usd >= :amount",
+                    "ExpressionAttributeValues": {":amount": _num(amount)},
+                },
             )
-        except ClientError as error:
-            if _is_condition_failure(error):
+        except DynamoError as error:
+            if error.condition_failed:
                 raise InsufficientBalance(org_id) from None
             raise
 
     async def settle(self, record: UsageRecord, held: Decimal) -> None:
-        await self._run(self.settle_sync, record, held)
-
-    def settle_sync(self, record: UsageRecord, held: Decimal) -> None:
         put = {
             "TableName": self.usage_table,
             "Item": _usage_item(record),
@@ -171,57 +119,56 @@ class DynamoStore:
         refund = held - record.cost_usd
         try:
             if refund == 0:
-                self._client.put_item(**put)
+                await self._db.call("PutItem", put)
                 return
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.accounts_table,
-                            "Key": _org_key(record.org_id),
-                            "UpdateExpression": "ADD balance_usd :refund",
-                            "ExpressionAttributeValues": {":refund": _num(refund)},
-                        }
-                    },
-                    {"Put": put},
-                ]
+            refund_update = {
+                "TableName": self.accounts_table,
+                "Key": _org_key(record.org_id),
+                "UpdateExpression": "ADD balance_usd :refund",
+                "ExpressionAttributeValues": {":refund": _num(refund)},
+            }
+            await self._db.call(
+                "TransactWriteItems", {"TransactItems": [{"Update": refund_update}, {"Put": put}]}
             )
-        except ClientError as error:
-            if not _is_condition_failure(error):
+        except DynamoError as error:
+            if not error.condition_failed:
                 raise
             # Already settled by an earlier attempt whose answer was lost.
 
     # -- organizations --------------------------------------------------------------
 
-    def create_org(self, name: str, email: str) -> str:
+    async def create_org(self, name: str, email: str) -> str:
         org_id = new_org_id()
-        self._client.put_item(
-            TableName=self.accounts_table,
-            Item=_typed(
-                {
-                    "pk": f"ORG#{org_id}",
-                    "sk": "META",
-                    "name": name,
-                    "email": email,
-                    "balance_usd": Decimal(0),
-                    "cache_enabled": False,
-                    "cache_ttl_seconds": DEFAULT_CACHE_TTL_SECONDS,
-                    "created_at": _now_iso(),
-                }
-            ),
-            ConditionExpression="attribute_not_exists(pk)",
+        item = {
+            "pk": f"ORG#{org_id}",
+            "sk": "META",
+            "name": name,
+            "email": email,
+            "balance_usd": Decimal(0),
+            "cache_enabled": False,
+            "cache_ttl_seconds": DEFAULT_CACHE_TTL_SECONDS,
+            "created_at": _now_iso(),
+        }
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.accounts_table,
+                "Item": _typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
         )
         return org_id
 
-    def get_org(self, org_id: str) -> Org:
-        item = self._client.get_item(
-            TableName=self.accounts_table, Key=_org_key(org_id), ConsistentRead=True
-        ).get("Item")
-        if not item:
+    async def get_org(self, org_id: str) -> Org:
+        answer = await self._db.call(
+            "GetItem",
+            {"TableName": self.accounts_table, "Key": _org_key(org_id), "ConsistentRead": True},
+        )
+        if not answer.get("Item"):
             raise UnknownOrg(org_id)
-        return _org(_plain(item))
+        return _org(_plain(answer["Item"]))
 
-    def update_org_settings(
+    async def update_org_settings(
         self, org_id: str, cache_enabled: bool | None = None, cache_ttl_seconds: int | None = None
     ) -> Org:
         changes: dict[str, Any] = {}
@@ -233,62 +180,68 @@ class DynamoStore:
             names = {f"#f{i}": name for i, name in enumerate(changes)}
             values = {f":v{i}": _attribute(v) for i, v in enumerate(changes.values())}
             expression = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
-            try:
-                self._client.update_item(
-                    TableName=self.accounts_table,
-                    Key=_org_key(org_id),
-                    UpdateExpression="SET " + expression,
-                    ConditionExpression="attribute_exists(pk)",
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-            except ClientError as error:
-                if _is_condition_failure(error):
-                    raise UnknownOrg(org_id) from None
-                raise
-        return self.get_org(org_id)
-
-    def grant_credits(self, org_id: str, amount: Decimal, reason: str) -> Org:
-        """Add (or, negative, take) credits; the ledger line and the balance move together."""
-        entry_id = secrets.token_hex(8)
-        try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.accounts_table,
-                            "Key": _org_key(org_id),
-                            "UpdateExpression": "ADD balance_usd :amount",
-                            "ConditionExpression": "attribute_exists(pk)",
-                            "ExpressionAttributeValues": {":amount": _num(amount)},
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self.accounts_table,
-                            "Item": _typed(
-                                {
-                                    "pk": f"ORG#{org_id}",
-                                    "sk": f"LEDGER#{_now_iso()}#{entry_id}",
-                                    "kind": "grant",
-                                    "amount_usd": amount,
-                                    "reason": reason,
-                                }
-                            ),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
+            await self._update_existing_org(
+                org_id,
+                {
+                    "UpdateExpression": "SET " + expression,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                },
             )
-        except ClientError as error:
-            if _is_condition_failure(error):
+        return await self.get_org(org_id)
+
+    async def _update_existing_org(self, org_id: str, update: dict[str, Any]) -> None:
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.accounts_table,
+                    "Key": _org_key(org_id),
+                    "ConditionExpression": "attribute_exists(pk)",
+                    **update,
+                },
+            )
+        except DynamoError as error:
+            if error.condition_failed:
                 raise UnknownOrg(org_id) from None
             raise
-        return self.get_org(org_id)
+
+    async def grant_credits(self, org_id: str, amount: Decimal, reason: str) -> Org:
+        """Add (or, negative, take) credits; the ledger line and the balance move together."""
+        entry = {
+            "pk": f"ORG#{org_id}",
+            "sk": f"LEDGER#{_now_iso()}#{secrets.token_hex(8)}",
+            "kind": "grant",
+            "amount_usd": amount,
+            "reason": reason,
+        }
+        balance = {
+            "TableName": self.accounts_table,
+            "Key": _org_key(org_id),
+            "UpdateExpression": "ADD balance_usd :amount",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": {":amount": _num(amount)},
+        }
+        ledger = {
+            "TableName": self.accounts_table,
+            "Item": _typed(entry),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        await self._transact_for_org(org_id, [{"Update": balance}, {"Put": ledger}])
+        return await self.get_org(org_id)
+
+    async def _transact_for_org(self, org_id: str, items: list[dict[str, Any]]) -> None:
+        """A transaction whose conditions fail only when the organization does not exist."""
+        try:
+            await self._db.call("TransactWriteItems", {"TransactItems": items})
+        except DynamoError as error:
+            if error.condition_failed:
+                raise UnknownOrg(org_id) from None
+            raise
 
     # -- keys -----------------------------------------------------------------------
 
-    def create_key(
+    async def create_key(
         self,
         org_id: str,
         name: str = "",
@@ -296,98 +249,111 @@ class DynamoStore:
         expires_at: int | None = None,
     ) -> NewKey:
         new = generate_key()
-        key_item = _typed(
-            {
-                "pk": f"KEY#{new.key_hash}",
-                "sk": "KEY",
-                "gsi1pk": f"ORG#{org_id}",
-                "gsi1sk": f"KEY#{new.key_id}",
-                "key_id": new.key_id,
-                "org_id": org_id,
-                "name": name,
-                "hint": new.hint,
-                "models": sorted(models) or None,
-                "key_expires_at": expires_at,
-                "revoked": False,
-                "created_at": _now_iso(),
-            }
+        key_item = {
+            "pk": f"KEY#{new.key_hash}",
+            "sk": "KEY",
+            "gsi1pk": f"ORG#{org_id}",
+            "gsi1sk": f"KEY#{new.key_id}",
+            "key_id": new.key_id,
+            "org_id": org_id,
+            "name": name,
+            "hint": new.hint,
+            "models": sorted(models) or None,
+            "key_expires_at": expires_at,
+            "revoked": False,
+            "created_at": _now_iso(),
+        }
+        pointer = {
+            "pk": f"KEYID#{new.key_id}",
+            "sk": "KEY",
+            "key_hash": new.key_hash,
+            "org_id": org_id,
+        }
+        org_exists = {
+            "TableName": self.accounts_table,
+            "Key": _org_key(org_id),
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        await self._transact_for_org(
+            org_id,
+            [
+                {"ConditionCheck": org_exists},
+                {"Put": {"TableName": self.accounts_table, "Item": _typed(key_item)}},
+                {"Put": {"TableName": self.accounts_table, "Item": _typed(pointer)}},
+            ],
         )
-        pointer = _typed(
-            {"pk": f"KEYID#{new.key_id}", "sk": "KEY", "key_hash": new.key_hash, "org_id": org_id}
-        )
-        try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self.accounts_table,
-                            "Key": _org_key(org_id),
-                            "ConditionExpression": "attribute_exists(pk)",
-                        }
-                    },
-                    {"Put": {"TableName": self.accounts_table, "Item": key_item}},
-                    {"Put": {"TableName": self.accounts_table, "Item": pointer}},
-                ]
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                raise UnknownOrg(org_id) from None
-            raise
         return new
 
-    def revoke_key(self, key_id: str) -> None:
-        pointer = self._client.get_item(
-            TableName=self.accounts_table,
-            Key={"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}},
-            ConsistentRead=True,
-        ).get("Item")
-        if not pointer:
-            raise UnknownKey(key_id)
-        key_hash = pointer["key_hash"]["S"]
-        revoked = {":t": {"BOOL": True}, ":now": {"S": _now_iso()}}
-        self._client.transact_write_items(
-            TransactItems=[
-                {
-                    "Update": {
-                        "TableName": self.accounts_table,
-                        "Key": {"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}},
-                        "UpdateExpression": "SET revoked = :t, revoked_at = :now",
-                        "ExpressionAttributeValues": revoked,
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self.accounts_table,
-                        "Key": {"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}},
-                        "UpdateExpression": "SET revoked = :t, revoked_at = :now",
-                        "ExpressionAttributeValues": revoked,
-                    }
-                },
-            ]
+    async def revoke_key(self, key_id: str) -> None:
+        pointer_key = {"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}}
+        answer = await self._db.call(
+            "GetItem",
+            {"TableName": self.accounts_table, "Key": pointer_key, "ConsistentRead": True},
         )
+        if not answer.get("Item"):
+            raise UnknownKey(key_id)
+        key_hash = answer["Item"]["key_hash"]["S"]
+        revoked = {":t": {"BOOL": True}, ":now": {"S": _now_iso()}}
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.accounts_table,
+                    "Key": key,
+                    "UpdateExpression": "SET revoked = :t, revoked_at = :now",
+                    "ExpressionAttributeValues": revoked,
+                }
+            }
+            for key in ({"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}}, pointer_key)
+        ]
+        await self._db.call("TransactWriteItems", {"TransactItems": updates})
 
     # -- usage ------------------------------------------------------------------------
 
-    def usage_records(self, org_id: str, since: datetime | None = None) -> Iterator[UsageRecord]:
+    async def usage_records(self, org_id: str, since: datetime | None = None) -> list[UsageRecord]:
         """Oldest first; records whose TTL has passed are skipped (DynamoDB deletes late)."""
         condition = "pk = :pk"
         values: dict[str, Any] = {":pk": {"S": f"ORG#{org_id}"}}
         if since is not None:
             condition += " AND sk >= :since"
             values[":since"] = {"S": since.astimezone(UTC).isoformat(timespec="milliseconds")}
+        params: dict[str, Any] = {
+            "TableName": self.usage_table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
         now = int(time.time())
-        paginator = self._client.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self.usage_table,
-            KeyConditionExpression=condition,
-            ExpressionAttributeValues=values,
-        )
-        for page in pages:
+        records: list[UsageRecord] = []
+        while True:
+            page = await self._db.call("Query", params)
             for item in page.get("Items", []):
                 plain = _plain(item)
-                if int(plain.get("expires_at", now + 1)) <= now:
-                    continue
-                yield _usage_record(plain)
+                if int(plain.get("expires_at", now + 1)) > now:
+                    records.append(_usage_record(plain))
+            if "LastEvaluatedKey" not in page:
+                return records
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class BlockingStore:
+    """A DynamoStore for synchronous callers (the CLI, `make dev`'s seeding, tests): each
+    call runs to completion on its own event loop."""
+
+    def __init__(self, store: DynamoStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run(method(*args, **kwargs))
+
+        return run
+
+
+def blocking_store(accounts_table: str, usage_table: str) -> BlockingStore:
+    return BlockingStore(DynamoStore(DynamoHttpClient(), accounts_table, usage_table))
 
 
 def _now_iso() -> str:

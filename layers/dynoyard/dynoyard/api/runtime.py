@@ -6,7 +6,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from dynoyard.adapters.catalog_file import load_catalog
-from dynoyard.adapters.dynamodb import DynamoStore, dynamodb_client
+from dynoyard.adapters.dynamo_http import DynamoHttpClient
+from dynoyard.adapters.dynamodb import DynamoStore
 from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.adapters.upstream import HttpxUpstream
 from dynoyard.domain.catalog import Catalog
@@ -30,7 +31,7 @@ class Runtime:
     @cached_property
     def store(self) -> DynamoStore:
         return DynamoStore(
-            dynamodb_client(), self.settings.accounts_table, self.settings.usage_table
+            DynamoHttpClient(), self.settings.accounts_table, self.settings.usage_table
         )
 
     @cached_property

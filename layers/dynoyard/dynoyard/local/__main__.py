@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dynoyard.local import dynamodb_local
-from dynoyard.local.tables import default_table_names, ensure_tables
+from dynoyard.local.tables import default_table_names, ensure_tables, local_client
 
 LOCAL_DIR = Path(".local")
 BIN = Path(sys.executable).parent
@@ -35,9 +35,7 @@ def bootstrap() -> subprocess.Popen[bytes] | None:
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(name, value)
-    from dynoyard.adapters.dynamodb import dynamodb_client
-
-    created = ensure_tables(dynamodb_client(), default_table_names())
+    created = ensure_tables(local_client(), default_table_names())
     state = "started" if process else "already running"
     print(f"DynamoDB Local {state} on port {port}; tables created: {', '.join(created) or 'none'}")
     return process

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
+from dynoyard.adapters.dynamodb import BlockingStore
 from dynoyard.api.app import create_app
 from dynoyard.local import demo_upstream
 from dynoyard.local.seed import ensure_demo_org
@@ -25,7 +26,7 @@ def build_dev_app(port: int):  # type: ignore[no-untyped-def]
 
 def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
     app = build_dev_app(port)
-    demo = ensure_demo_org(app.state.runtime.store, LOCAL_DIR / "demo-org")
+    demo = ensure_demo_org(BlockingStore(app.state.runtime.store), LOCAL_DIR / "demo-org")
     base = f"http://{host}:{port}"
     print(f"\nDynoyard is serving on {base}  (Ctrl-C stops it)")
     print(f"  demo organization: {demo.org_id}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from dynoyard.adapters.dynamodb import DynamoStore
+from dynoyard.adapters.dynamodb import BlockingStore
 from dynoyard.domain.accounts import UnknownOrg
 
 DEMO_CREDITS = Decimal("10.00")
@@ -18,7 +18,7 @@ class DemoAccount:
     api_key: str | None  # only when just created: the key is never stored
 
 
-def ensure_demo_org(store: DynamoStore, marker: Path) -> DemoAccount:
+def ensure_demo_org(store: BlockingStore, marker: Path) -> DemoAccount:
     if marker.exists():
         org_id = marker.read_text().strip()
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.config import Config
 
 TEMPLATE = Path(
     os.environ.get("DYNOYARD_TEMPLATE", Path(__file__).resolve().parents[4] / "template.yaml")
@@ -120,6 +121,21 @@ def ensure_tables(
             )
         created.append(name)
     return created
+
+
+def local_client() -> Any:
+    """A botocore client for local tooling (creating tables, scanning them in tests); the
+    gateway itself talks to DynamoDB through `DynamoHttpClient`."""
+    import botocore.session
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return botocore.session.get_session().create_client(
+        "dynamodb",
+        region_name=region,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+    )
 
 
 def _wait_active(client: Any, name: str, timeout: float = 30.0) -> None:
