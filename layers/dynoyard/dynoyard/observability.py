@@ -20,6 +20,8 @@ NAMESPACE = "Dynoyard"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# Disabled metrics are still collected by Powertools and printed every 100 values.
+METRICS_ENABLED = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() not in ("true", "1")
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -66,6 +68,8 @@ class PowertoolsObserver:
                 "error_code": record.error_code,
             },
         )
+        if not METRICS_ENABLED:
+            return
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=record.latency_ms)
         metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=record.total_tokens)
@@ -82,5 +86,6 @@ class PowertoolsObserver:
                 "error_type": type(error).__name__,
             },
         )
-        metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
-        metrics.flush_metrics()
+        if METRICS_ENABLED:
+            metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
+            metrics.flush_metrics()
