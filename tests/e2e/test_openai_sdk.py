@@ -290,3 +290,23 @@ def test_given_no_key_or_unknown_path_when_called_then_openai_shaped_errors(gate
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_url"
     assert response.headers["x-request-id"].startswith("req_")
     assert json.loads(httpx.get(gateway.base_url + "/healthz").text)["status"] == "ok"
+
+
+def test_given_a_client_that_gives_up_when_the_upstream_is_slow_then_the_gateway_still_records(
+    gateway, make_account, tables
+):
+    account = make_account("5")
+    client = gateway.client(account.key, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(
+            model="test-slow", messages=[{"role": "user", "content": "x"}]
+        )
+    deadline = time.monotonic() + 10
+    while True:
+        records = [r for r in tables.scan_table(tables.usage) if r["org_id"]["S"] == account.org_id]
+        if records or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(records) == 1 and records[0]["status"]["N"] == "504"
+    assert account.balance() == Decimal("5")  # nothing was produced, nothing is charged
+
