@@ -309,4 +309,3 @@ def test_given_a_client_that_gives_up_when_the_upstream_is_slow_then_the_gateway
         time.sleep(0.1)
     assert len(records) == 1 and records[0]["status"]["N"] == "504"
     assert account.balance() == Decimal("5")  # nothing was produced, nothing is charged
-

@@ -1,5 +1,5 @@
-"""A small async DynamoDB client: the JSON 1.0 protocol over the shared httpx stack, signed
-with SigV4 here.
+"""A small async DynamoDB client: the JSON 1.0 protocol over the shared aiohttp stack,
+signed with SigV4 here.
 
 Why not botocore on the hot path: it costs ~1.6 ms of CPU per call on a small core
 (serialization, event hooks, signing, urllib3) plus a worker-thread hop, and ~125 ms of
@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+
+from dynoyard.adapters.http_session import SessionPerLoop
 
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -100,46 +102,43 @@ class DynamoHttpClient:
         self._host = urlsplit(self.endpoint).netloc
         self._credentials: Credentials | None = None
         self._signing_keys: dict[str, bytes] = {}
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(5.0, connect=2.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            )
-            self._loop = loop
-        return self._client
+        self._sessions = SessionPerLoop(limit=256)
+        self._timeout = aiohttp.ClientTimeout(total=5.0, sock_connect=2.0)
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """One DynamoDB API call; throttling, 5xx and transport errors are retried."""
         body = json.dumps(params, separators=(",", ":")).encode()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                response = await self._http().post(
-                    self.endpoint + "/", content=body, headers=self._signed(operation, body)
-                )
-            except httpx.TransportError:
+                async with self._sessions.get().post(
+                    self.endpoint + "/",
+                    data=body,
+                    headers=self._signed(operation, body),
+                    timeout=self._timeout,
+                ) as response:
+                    status, raw = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError):
                 if attempt == MAX_ATTEMPTS:
                     raise
                 await asyncio.sleep(_backoff(attempt))
                 continue
-            answer: dict[str, Any] = json.loads(response.content) if response.content else {}
-            if response.status_code == 200:
+            answer: dict[str, Any] = json.loads(raw) if raw else {}
+            if status == 200:
                 return answer
-            code = str(answer.get("__type", "")).rpartition("#")[2] or f"HTTP{response.status_code}"
+            code = str(answer.get("__type", "")).rpartition("#")[2] or f"HTTP{status}"
             if code == "ExpiredTokenException":
                 self._credentials = None  # resolved afresh on the retry
             if (
-                code in RETRYABLE or response.status_code >= 500 or code == "ExpiredTokenException"
+                code in RETRYABLE or status >= 500 or code == "ExpiredTokenException"
             ) and attempt < MAX_ATTEMPTS:
                 await asyncio.sleep(_backoff(attempt))
                 continue
             message = str(answer.get("message") or answer.get("Message") or "")
             raise DynamoError(code, message, answer)
         raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._sessions.close()
 
     def _signed(self, operation: str, body: bytes) -> dict[str, str]:
         if self._credentials is None:
@@ -177,7 +176,7 @@ class DynamoHttpClient:
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
             f"SignedHeaders={signed_headers}, Signature={signature.hexdigest()}"
         )
-        del headers["host"]  # httpx sends it
+        del headers["host"]  # aiohttp sends it
         return headers
 
     def _signing_key(self, day: str, creds: Credentials) -> bytes:

@@ -79,6 +79,9 @@ class DynamoStore:
         self.accounts_table = accounts_table
         self.usage_table = usage_table
 
+    async def aclose(self) -> None:
+        await self._db.aclose()
+
     # -- hot path -----------------------------------------------------------------
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
@@ -346,8 +349,14 @@ class BlockingStore:
         if not inspect.iscoroutinefunction(method):
             return method
 
+        async def call_then_close(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                await self.store.aclose()  # its connections die with this loop
+
         def run(*args: Any, **kwargs: Any) -> Any:
-            return asyncio.run(method(*args, **kwargs))
+            return asyncio.run(call_then_close(*args, **kwargs))
 
         return run
 

@@ -9,7 +9,7 @@ from dynoyard.adapters.catalog_file import load_catalog
 from dynoyard.adapters.dynamo_http import DynamoHttpClient
 from dynoyard.adapters.dynamodb import DynamoStore
 from dynoyard.adapters.secrets import ProviderKeys
-from dynoyard.adapters.upstream import HttpxUpstream
+from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
 from dynoyard.domain.gateway import Gateway
 from dynoyard.observability import PowertoolsObserver
@@ -41,7 +41,7 @@ class Runtime:
             self.catalog,
             keys=store,
             ledger=store,
-            upstream=HttpxUpstream(
+            upstream=AiohttpUpstream(
                 self.provider_keys,
                 connect_timeout=self.settings.upstream_connect_timeout,
                 read_timeout=self.settings.upstream_read_timeout,
