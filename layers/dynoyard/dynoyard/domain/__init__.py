@@ -1,1 +1,1 @@
-"""Pure domain logic: no boto3, no httpx, no FastAPI."""
+"""Pure domain logic: no boto3, no aiohttp, no FastAPI."""
