@@ -49,24 +49,9 @@ class PowertoolsObserver:
     """The domain's Observer port: one structured log line and a few metrics per request."""
 
     def request_finished(self, record: UsageRecord) -> None:
+        # The export's fields are metadata only: ids, model, status, tokens, cost, latency.
         logger.info(
-            "request finished",
-            extra={
-                "request_id": record.request_id,
-                "org_id": record.org_id,
-                "key_id": record.key_id,
-                "endpoint": record.endpoint,
-                "model": record.model,
-                "provider": record.provider,
-                "status": record.status,
-                "stream": record.stream,
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-                "usage_estimated": record.usage_estimated,
-                "latency_ms": record.latency_ms,
-                "upstream_ms": record.upstream_ms,
-                "error_code": record.error_code,
-            },
+            "request finished", extra={**record.export(), "upstream_ms": record.upstream_ms}
         )
         if not METRICS_ENABLED:
             return

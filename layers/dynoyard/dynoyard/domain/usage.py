@@ -81,28 +81,13 @@ class UsageRecord:
     def expires_at(self) -> int:
         return int(self.started_at.timestamp()) + RETENTION_DAYS * 86_400
 
+    def fields(self) -> dict[str, Any]:
+        """The exported fields with their own types (cost as Decimal)."""
+        return {name: getattr(self, name) for name in EXPORT_FIELDS}
+
     def export(self) -> dict[str, Any]:
         """The record as users export it: money as a decimal string."""
-        row: dict[str, Any] = {
-            "request_id": self.request_id,
-            "timestamp": self.timestamp,
-            "org_id": self.org_id,
-            "key_id": self.key_id,
-            "model": self.model,
-            "provider": self.provider,
-            "status": self.status,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cost_usd": format_usd(self.cost_usd),
-            "latency_ms": self.latency_ms,
-            "cached": self.cached,
-            "stream": self.stream,
-            "usage_estimated": self.usage_estimated,
-            "endpoint": self.endpoint,
-            "error_code": self.error_code,
-        }
-        return row
+        return {**self.fields(), "cost_usd": format_usd(self.cost_usd)}
 
 
 def utcnow() -> datetime:
