@@ -309,3 +309,35 @@ def test_given_a_client_that_gives_up_when_the_upstream_is_slow_then_the_gateway
         time.sleep(0.1)
     assert len(records) == 1 and records[0]["status"]["N"] == "504"
     assert account.balance() == Decimal("5")  # nothing was produced, nothing is charged
+
+
+def test_given_an_org_rate_limit_when_exceeded_then_429_with_retry_after_and_no_charge(
+    gateway, make_account, tables
+):
+    account = make_account("5")
+    tables.store.update_org_settings(account.org_id, rate_limit_rpm=2)
+    if time.time() % 60 > 50:  # keep the three requests inside one minute's window
+        time.sleep(61 - time.time() % 60)
+    client = gateway.client(account.key)
+    for _ in range(2):
+        client.chat.completions.create(
+            model="test-chat", messages=[{"role": "user", "content": "x"}]
+        )
+    balance = account.balance()
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(
+            model="test-chat", messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.code == "rate_limit_exceeded" and info.value.body["type"] == "requests"
+    assert 1 <= int(info.value.response.headers["retry-after"]) <= 60
+    assert account.balance() == balance
+    record = tables.usage_item(info.value.response.headers["x-request-id"])
+    assert record["status"]["N"] == "429" and record["error_code"]["S"] == "rate_limit_exceeded"
+    # An empty balance is still reported as such, not as a rate limit.
+    broke = make_account("0")
+    tables.store.update_org_settings(broke.org_id, rate_limit_rpm=1)
+    with pytest.raises(openai.RateLimitError) as quota:
+        gateway.client(broke.key).chat.completions.create(
+            model="test-chat", messages=[{"role": "user", "content": "x"}]
+        )
+    assert quota.value.code == "insufficient_quota"

@@ -45,7 +45,7 @@ def test_given_a_new_org_when_shown_then_the_contract_shape_with_money_as_string
         "org_id": org_id,
         "name": "Acme",
         "balance_usd": "0.000000",
-        "settings": {"cache_enabled": False, "cache_ttl_seconds": 1800},
+        "settings": {"cache_enabled": False, "cache_ttl_seconds": 1800, "rate_limit_rpm": None},
     }
 
 
@@ -87,10 +87,18 @@ def test_given_bad_input_when_run_then_a_one_line_error_and_nonzero_exit(cli, ar
 
 def test_given_org_settings_when_set_then_show_returns_them(cli):
     org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
-    code, out, _ = cli("--json", "org", "set", org_id, "--cache", "on", "--cache-ttl", "600")
+    code, out, _ = cli(
+        "--json", "org", "set", org_id, "--cache", "on", "--cache-ttl", "600", "--rpm", "120"
+    )
     assert code == 0
-    assert as_json(out)["settings"] == {"cache_enabled": True, "cache_ttl_seconds": 600}
+    assert as_json(out)["settings"] == {
+        "cache_enabled": True,
+        "cache_ttl_seconds": 600,
+        "rate_limit_rpm": 120,
+    }
     assert as_json(cli("--json", "org", "show", org_id)[1])["settings"]["cache_enabled"] is True
+    code, out, _ = cli("--json", "org", "set", org_id, "--rpm", "0")
+    assert as_json(out)["settings"]["rate_limit_rpm"] is None
 
 
 def test_given_a_key_when_created_and_revoked_then_the_store_agrees(cli, tables):

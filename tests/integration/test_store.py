@@ -70,3 +70,26 @@ def test_given_an_expired_usage_record_when_read_then_it_is_skipped(make_account
 def test_given_an_unknown_org_when_holding_then_it_is_refused(tables):
     with pytest.raises(InsufficientBalance):
         tables.store.hold("org_missing", Decimal("0.01"))
+
+
+def test_given_a_rate_limit_when_many_hold_at_once_then_exactly_the_limit_passes(
+    make_account, tables
+):
+    from dynoyard.domain.ports import RateLimited
+
+    account = make_account("10")
+    tables.store.update_org_settings(account.org_id, rate_limit_rpm=5)
+    if time.time() % 60 > 55:
+        time.sleep(61 - time.time() % 60)
+
+    def hold(_: int) -> str:
+        try:
+            tables.store.hold(account.org_id, Decimal("0.01"))
+            return "held"
+        except RateLimited:
+            return "limited"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(hold, range(12)))
+    assert outcomes.count("held") == 5 and outcomes.count("limited") == 7
+    assert account.balance() == Decimal("10") - 5 * Decimal("0.01")

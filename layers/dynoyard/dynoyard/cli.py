@@ -49,6 +49,10 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    return 0 if value.strip() == "0" else _positive_int(value)
+
+
 def _amount(value: str) -> Decimal:
     try:
         return parse_usd(value)
@@ -81,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("org_id")
     settings.add_argument("--cache", type=_on_off, help="on/off: the opt-in response cache")
     settings.add_argument("--cache-ttl", type=_positive_int, help="cache TTL in seconds")
+    settings.add_argument(
+        "--rpm", type=_non_negative_int, help="requests per minute for the org (0: no limit)"
+    )
 
     key = commands.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
     key_create = key.add_parser("create", help="create an API key (shown once)")
@@ -119,7 +126,7 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
         return org.show()
     if args.cache_ttl is not None and args.cache_ttl > MAX_CACHE_TTL_SECONDS:
         raise CliError(f"--cache-ttl can be at most {MAX_CACHE_TTL_SECONDS} seconds")
-    org = store.update_org_settings(args.org_id, args.cache, args.cache_ttl)
+    org = store.update_org_settings(args.org_id, args.cache, args.cache_ttl, args.rpm)
     return org.show()
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from dynoyard.adapters.dynamo_http import DynamoError, DynamoHttpClient
 from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
 from dynoyard.domain.keys import ApiKey, NewKey, generate_key, new_org_id
-from dynoyard.domain.ports import InsufficientBalance
+from dynoyard.domain.ports import InsufficientBalance, RateLimited
 from dynoyard.domain.usage import UsageRecord
 
 
@@ -96,21 +96,40 @@ class DynamoStore:
         return _api_key(_plain(item)) if item else None
 
     async def hold(self, org_id: str, amount: Decimal) -> None:
+        """One conditional write takes the hold and counts the request in this minute's
+        window (`rpm_<minute>`, the previous window removed), refused past the org's
+        `rate_limit_rpm`: the rate limit costs no extra round trip."""
+        now = time.time()
+        minute = int(now // 60)
         try:
             await self._db.call(
                 "UpdateItem",
                 {
                     "TableName": self.accounts_table,
                     "Key": _org_key(org_id),
-                    "UpdateExpression": "SET balance_usd = balance_usd - :amount",
-                    "ConditionExpression": "balance_usd >= :amount",
-                    "ExpressionAttributeValues": {":amount": _num(amount)},
+                    "UpdateExpression": (
+                        "SET balance_usd = balance_usd - :amount ADD #now :one REMOVE #before"
+                    ),
+                    "ConditionExpression": (
+                        "balance_usd >= :amount AND (attribute_not_exists(rate_limit_rpm)"
+                        " OR attribute_not_exists(#now) OR #now < rate_limit_rpm)"
+                    ),
+                    "ExpressionAttributeNames": {
+                        "#now": f"rpm_{minute}",
+                        "#before": f"rpm_{minute - 1}",
+                    },
+                    "ExpressionAttributeValues": {":amount": _num(amount), ":one": _num(1)},
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
             )
         except DynamoError as error:
-            if error.condition_failed:
-                raise InsufficientBalance(org_id) from None
-            raise
+            if not error.condition_failed:
+                raise
+            item = _plain(error.body.get("Item") or {})
+            limit, used = item.get("rate_limit_rpm"), item.get(f"rpm_{minute}", 0)
+            if limit is not None and used >= limit and item.get("balance_usd", 0) >= amount:
+                raise RateLimited(retry_after_seconds=60 - int(now % 60)) from None
+            raise InsufficientBalance(org_id) from None
 
     async def settle(self, record: UsageRecord, held: Decimal) -> None:
         put = {
@@ -172,25 +191,32 @@ class DynamoStore:
         return _org(_plain(answer["Item"]))
 
     async def update_org_settings(
-        self, org_id: str, cache_enabled: bool | None = None, cache_ttl_seconds: int | None = None
+        self,
+        org_id: str,
+        cache_enabled: bool | None = None,
+        cache_ttl_seconds: int | None = None,
+        rate_limit_rpm: int | None = None,
     ) -> Org:
+        """Changes what is given; `rate_limit_rpm=0` removes the limit."""
         changes: dict[str, Any] = {}
         if cache_enabled is not None:
             changes["cache_enabled"] = cache_enabled
         if cache_ttl_seconds is not None:
             changes["cache_ttl_seconds"] = cache_ttl_seconds
+        if rate_limit_rpm:
+            changes["rate_limit_rpm"] = rate_limit_rpm
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": _attribute(v) for i, v in enumerate(changes.values())}
+        clauses = []
         if changes:
-            names = {f"#f{i}": name for i, name in enumerate(changes)}
-            values = {f":v{i}": _attribute(v) for i, v in enumerate(changes.values())}
-            expression = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
-            await self._update_existing_org(
-                org_id,
-                {
-                    "UpdateExpression": "SET " + expression,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                },
-            )
+            clauses.append("SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))))
+        if rate_limit_rpm == 0:
+            clauses.append("REMOVE rate_limit_rpm")
+        if clauses:
+            update: dict[str, Any] = {"UpdateExpression": " ".join(clauses)}
+            if names:
+                update |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+            await self._update_existing_org(org_id, update)
         return await self.get_org(org_id)
 
     async def _update_existing_org(self, org_id: str, update: dict[str, Any]) -> None:
@@ -390,6 +416,7 @@ def _org(item: dict[str, Any]) -> Org:
         balance_usd=Decimal(item.get("balance_usd", 0)),
         cache_enabled=bool(item.get("cache_enabled", False)),
         cache_ttl_seconds=int(item.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS)),
+        rate_limit_rpm=int(item["rate_limit_rpm"]) if "rate_limit_rpm" in item else None,
     )
 
 

@@ -20,6 +20,7 @@ class Org:
     balance_usd: Decimal
     cache_enabled: bool = False
     cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+    rate_limit_rpm: int | None = None  # requests per minute for the whole organization
 
     def show(self) -> dict[str, Any]:
         return {
@@ -29,6 +30,7 @@ class Org:
             "settings": {
                 "cache_enabled": self.cache_enabled,
                 "cache_ttl_seconds": self.cache_ttl_seconds,
+                "rate_limit_rpm": self.rate_limit_rpm,
             },
         }
 

@@ -75,6 +75,16 @@ def insufficient_quota() -> GatewayError:
     )
 
 
+def rate_limited(retry_after_seconds: int) -> GatewayError:
+    return GatewayError(
+        429,
+        "Rate limit reached for requests per minute. Retry after the time in 'retry-after'.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry_after_seconds)},
+    )
+
+
 def upstream_error(message: str = "The upstream provider failed to answer.") -> GatewayError:
     return GatewayError(502, message, type="api_error", code="upstream_error")
 

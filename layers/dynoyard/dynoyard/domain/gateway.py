@@ -26,6 +26,7 @@ from dynoyard.domain.ports import (
     KeyStore,
     Ledger,
     Observer,
+    RateLimited,
     Upstream,
     UpstreamResponse,
     UpstreamTimeout,
@@ -160,6 +161,8 @@ class Gateway:
                 await self._ledger.hold(key.org_id, hold)
             except InsufficientBalance:
                 raise errors.insufficient_quota() from None
+            except RateLimited as limited:
+                raise errors.rate_limited(limited.retry_after_seconds) from None
             call.held = hold
         except GatewayError as error:
             await self.fail(call, error)

@@ -15,6 +15,14 @@ class InsufficientBalance(Exception):
     """The organization's balance can not cover the hold."""
 
 
+class RateLimited(Exception):
+    """The organization has made its requests-per-minute allowance this minute."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(retry_after_seconds)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class UpstreamTimeout(Exception):
     """The upstream did not answer (or stopped sending) within the read timeout."""
 
@@ -29,7 +37,8 @@ class KeyStore(Protocol):
 
 class Ledger(Protocol):
     async def hold(self, org_id: str, amount: Decimal) -> None:
-        """Take `amount` from the balance if it stays >= 0, else raise InsufficientBalance."""
+        """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance), and count
+        the request against the organization's per-minute limit (else RateLimited)."""
 
     async def settle(self, record: UsageRecord, held: Decimal) -> None:
         """Return `held - record.cost_usd` to the balance and store the record, atomically and
