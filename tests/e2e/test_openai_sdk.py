@@ -267,7 +267,7 @@ def test_given_a_failing_model_with_a_fallback_when_called_then_the_fallback_ans
     ],
 )
 def test_given_bad_input_when_posted_then_openai_shaped_errors_and_no_charge(
-    gateway, make_account, body, status, param, code
+    gateway, make_account, tables, body, status, param, code
 ):
     account = make_account("1")
     response = httpx.post(
@@ -281,6 +281,8 @@ def test_given_bad_input_when_posted_then_openai_shaped_errors_and_no_charge(
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
     assert "Traceback" not in response.text and response.headers["x-request-id"]
     assert account.balance() == Decimal("1")
+    record = tables.usage_item(response.headers["x-request-id"])  # recorded all the same
+    assert record["status"]["N"] == str(status) and Decimal(record["cost_usd"]["N"]) == 0
 
 
 def test_given_no_key_or_unknown_path_when_called_then_openai_shaped_errors(gateway):

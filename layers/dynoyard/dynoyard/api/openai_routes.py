@@ -49,10 +49,13 @@ def build_router(runtime: Runtime) -> APIRouter:
     async def proxy(request: Request, endpoint: Endpoint) -> Response:
         gateway = runtime.gateway
         key = await gateway.authenticate(request.headers.get("authorization"))
-        body = await read_body(request, runtime.settings.max_body_bytes)
-        call = await gateway.start(
-            key, endpoint, body, client_ip(request), request.state.request_id
-        )
+        request_id, ip = request.state.request_id, client_ip(request)
+        try:
+            body = await read_body(request, runtime.settings.max_body_bytes)
+        except GatewayError as error:
+            await gateway.refuse(key, endpoint, ip, request_id, error)
+            raise
+        call = await gateway.start(key, endpoint, body, ip, request_id)
         try:
             upstream = await gateway.open_upstream(call)
             if call.parsed is not None and call.parsed.stream:

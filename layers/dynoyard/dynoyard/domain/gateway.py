@@ -129,16 +129,8 @@ class Gateway:
         self, key: ApiKey, endpoint: Endpoint, body: bytes, client_ip: str, request_id: str
     ) -> Call:
         """Validate, choose the route and place the hold. Any refusal is recorded, then raised."""
-        record = UsageRecord(
-            request_id=request_id,
-            started_at=utcnow(),
-            org_id=key.org_id,
-            key_id=key.key_id,
-            endpoint=endpoint,
-            model="",
-            client_ip=client_ip,
-        )
-        call = Call(record=record, started=time.perf_counter())
+        call = _new_call(key, endpoint, client_ip, request_id)
+        record = call.record
         try:
             parsed = parse_request(endpoint, body)
             record.model = parsed.model_id[:MAX_MODEL_NAME]
@@ -168,6 +160,12 @@ class Gateway:
             await self.fail(call, error)
             raise
         return call
+
+    async def refuse(
+        self, key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str, error: GatewayError
+    ) -> None:
+        """Record a request refused before it could start (its body was too large)."""
+        await self.fail(_new_call(key, endpoint, client_ip, request_id), error)
 
     async def open_upstream(self, call: Call) -> UpstreamResponse:
         """The first upstream on the route that answers below 400 (5xx, 429, timeouts and
@@ -303,6 +301,19 @@ class Gateway:
         if failure is not None:
             self._observer.settle_failed(call.record, failure)
         self._observer.request_finished(call.record)
+
+
+def _new_call(key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str) -> Call:
+    record = UsageRecord(
+        request_id=request_id,
+        started_at=utcnow(),
+        org_id=key.org_id,
+        key_id=key.key_id,
+        endpoint=endpoint,
+        model="",
+        client_ip=client_ip,
+    )
+    return Call(record=record, started=time.perf_counter())
 
 
 def _check_fits(model: Model, parsed: ParsedRequest) -> None:
