@@ -13,6 +13,7 @@ from dynoyard.api.middleware import RequestContextMiddleware
 from dynoyard.api.openai_routes import build_router
 from dynoyard.api.responses import error_response
 from dynoyard.api.runtime import Runtime
+from dynoyard.domain.catalog import CatalogError
 from dynoyard.domain.errors import GatewayError, bad_request
 from dynoyard.settings import GatewaySettings
 
@@ -22,7 +23,11 @@ def create_app(settings: GatewaySettings | None = None, *, load_catalog: bool = 
     entry); clients are made on first use."""
     runtime = Runtime(settings or GatewaySettings())
     if load_catalog:
-        _ = runtime.catalog
+        try:
+            _ = runtime.catalog
+        except CatalogError as exc:
+            # A clear line, not a traceback, wherever the app is started.
+            raise SystemExit(f"dynoyard: bad model catalog: {exc}") from None
     app = FastAPI(
         title="Dynoyard",
         version=__version__,
