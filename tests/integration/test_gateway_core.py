@@ -106,3 +106,37 @@ def test_given_a_settle_that_keeps_failing_when_answering_then_the_answer_goes_o
     # The hold stays taken: the operator reconciles it from the 'settle failed' log line.
     assert account.balance() < Decimal("1")
     assert time.monotonic() - started < 10
+
+
+def test_given_an_unreachable_store_when_authenticating_then_503_not_a_crash(make_account):
+    from dynoyard.domain.ports import StoreUnavailable
+    from tests.conftest import free_port
+
+    account = make_account("1")
+    dead = DynamoHttpClient(endpoint=f"http://127.0.0.1:{free_port()}")
+    store = DynamoStore(dead, "accounts", "usage")
+    gateway = Gateway(
+        parse_catalog(
+            {
+                "providers": {"p": {"base_url": "http://127.0.0.1:1/v1"}},
+                "models": [
+                    {"id": "m", "provider": "p", "upstream": "u", "price": {"input_per_mtok": "1"}}
+                ],
+            },
+            environ={},
+        ),
+        keys=store,
+        ledger=store,
+        upstream=AiohttpUpstream(lambda name: None),
+        observer=RecordingObserver(),
+    )
+
+    async def scenario() -> None:
+        with pytest.raises(GatewayError) as info:
+            await gateway.authenticate(f"Bearer {account.key}")
+        assert info.value.status == 503 and info.value.headers["retry-after"] == "1"
+        with pytest.raises(StoreUnavailable):  # a hold is not retried blindly either
+            await store.hold("org_x", Decimal("0.01"))
+        await store.aclose()
+
+    asyncio.run(scenario())

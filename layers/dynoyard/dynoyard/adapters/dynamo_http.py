@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dynoyard.adapters.http_session import SessionPerLoop
+from dynoyard.domain.ports import StoreUnavailable
 
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -105,8 +106,13 @@ class DynamoHttpClient:
         self._sessions = SessionPerLoop(limit=256)
         self._timeout = aiohttp.ClientTimeout(total=5.0, sock_connect=2.0)
 
-    async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One DynamoDB API call; throttling, 5xx and transport errors are retried."""
+    async def call(
+        self, operation: str, params: dict[str, Any], idempotent: bool = True
+    ) -> dict[str, Any]:
+        """One DynamoDB API call. Throttling and 5xx answers are retried (DynamoDB did not
+        apply the write), and so are transport errors when the call is idempotent or the
+        connection was never made; a write that may have been applied is not sent twice.
+        Raises StoreUnavailable when DynamoDB can not be reached."""
         body = json.dumps(params, separators=(",", ":")).encode()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -117,9 +123,10 @@ class DynamoHttpClient:
                     timeout=self._timeout,
                 ) as response:
                     status, raw = response.status, await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                if attempt == MAX_ATTEMPTS:
-                    raise
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                if attempt == MAX_ATTEMPTS or not (idempotent or never_sent):
+                    raise StoreUnavailable(f"{operation}: {type(exc).__name__}") from None
                 await asyncio.sleep(_backoff(attempt))
                 continue
             answer: dict[str, Any] = json.loads(raw) if raw else {}
@@ -133,6 +140,8 @@ class DynamoHttpClient:
             ) and attempt < MAX_ATTEMPTS:
                 await asyncio.sleep(_backoff(attempt))
                 continue
+            if code in RETRYABLE or status >= 500:
+                raise StoreUnavailable(f"{operation}: {code}")
             message = str(answer.get("message") or answer.get("Message") or "")
             raise DynamoError(code, message, answer)
         raise AssertionError("unreachable")

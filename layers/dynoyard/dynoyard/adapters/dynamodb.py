@@ -121,6 +121,7 @@ class DynamoStore:
                     "ExpressionAttributeValues": {":amount": _num(amount), ":one": _num(1)},
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
+                idempotent=False,  # a lost answer must not take the hold twice
             )
         except DynamoError as error:
             if not error.condition_failed:

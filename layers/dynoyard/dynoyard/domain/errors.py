@@ -85,6 +85,16 @@ def rate_limited(retry_after_seconds: int) -> GatewayError:
     )
 
 
+def store_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "The gateway can not reach its data store right now. Please retry shortly.",
+        type="api_error",
+        code="service_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
 def upstream_error(message: str = "The upstream provider failed to answer.") -> GatewayError:
     return GatewayError(502, message, type="api_error", code="upstream_error")
 

@@ -27,6 +27,7 @@ from dynoyard.domain.ports import (
     Ledger,
     Observer,
     RateLimited,
+    StoreUnavailable,
     Upstream,
     UpstreamResponse,
     UpstreamTimeout,
@@ -105,7 +106,10 @@ class Gateway:
         cached = self._key_cache.get(key_hash)
         if cached is not None and now - cached[1] < self._key_cache_seconds:
             return cached[0]
-        key = await self._keys.find_key(key_hash)
+        try:
+            key = await self._keys.find_key(key_hash)
+        except StoreUnavailable:
+            raise errors.store_unavailable() from None
         if self._key_cache_seconds > 0:
             if len(self._key_cache) >= KEY_CACHE_ENTRIES:
                 self._key_cache.clear()
@@ -155,6 +159,8 @@ class Gateway:
                 raise errors.insufficient_quota() from None
             except RateLimited as limited:
                 raise errors.rate_limited(limited.retry_after_seconds) from None
+            except StoreUnavailable:
+                raise errors.store_unavailable() from None
             call.held = hold
         except GatewayError as error:
             await self.fail(call, error)

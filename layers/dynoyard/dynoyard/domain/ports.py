@@ -23,6 +23,10 @@ class RateLimited(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
+class StoreUnavailable(Exception):
+    """The gateway's own data store did not answer (after its retries)."""
+
+
 class UpstreamTimeout(Exception):
     """The upstream did not answer (or stopped sending) within the read timeout."""
 
