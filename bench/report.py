@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +95,35 @@ class Runs:
         return "/".join(fmt(rounds[r].get(name)) for r in sorted(rounds))
 
 
+def measured(runs: Runs, phase: str, mode: str) -> Iterator[tuple[Any, str, bool]]:
+    """(key, target, is_gateway) for each measured target of a phase and mode, in order."""
+    for key in runs.keys(phase, mode):
+        for target in (DIRECT, GATEWAY):
+            if target in runs.by[key]:
+                yield key, target, target == GATEWAY
+
+
 def chat_table(runs: Runs, phase: str) -> str:
     headers = ["target", "c", "rps", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "rps/direct"]
     headers += ["gw CPU ms/req", "upstream calls/req", "errors", "p50 by round"]
     rows = []
-    for key in runs.keys(phase, "chat"):
-        for target in (DIRECT, GATEWAY):
-            if target not in runs.by[key]:
-                continue
-            gw = target == GATEWAY
-            rows.append(
-                [
-                    target,
-                    str(key[2]),
-                    fmt(runs.figure(key, target, "rps"), 0),
-                    fmt(runs.figure(key, target, "p50_ms")),
-                    fmt(runs.figure(key, target, "p99_ms")),
-                    fmt(runs.added(key, "p50_ms")) if gw else "",
-                    fmt(runs.added(key, "p99_ms")) if gw else "",
-                    fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
-                    fmt(runs.gw_cpu(key), 3) if gw else "",
-                    fmt(runs.figure(key, target, "upstream_calls_per_req"), 3),
-                    str(runs.errors(key, target)),
-                    runs.by_round(key, target, "p50_ms"),
-                ]
-            )
+    for key, target, gw in measured(runs, phase, "chat"):
+        rows.append(
+            [
+                target,
+                str(key[2]),
+                fmt(runs.figure(key, target, "rps"), 0),
+                fmt(runs.figure(key, target, "p50_ms")),
+                fmt(runs.figure(key, target, "p99_ms")),
+                fmt(runs.added(key, "p50_ms")) if gw else "",
+                fmt(runs.added(key, "p99_ms")) if gw else "",
+                fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
+                fmt(runs.gw_cpu(key), 3) if gw else "",
+                fmt(runs.figure(key, target, "upstream_calls_per_req"), 3),
+                str(runs.errors(key, target)),
+                runs.by_round(key, target, "p50_ms"),
+            ]
+        )
     return table(headers, rows)
 
 
@@ -126,27 +131,23 @@ def stream_table(runs: Runs, phase: str) -> str:
     headers = ["target", "c", "rps", "TTFT p50", "TTFT p99", "+TTFT p50", "+TTFT p99"]
     headers += ["total p50", "+total p50", "rps/direct", "gw CPU ms/req", "errors"]
     rows = []
-    for key in runs.keys(phase, "stream"):
-        for target in (DIRECT, GATEWAY):
-            if target not in runs.by[key]:
-                continue
-            gw = target == GATEWAY
-            rows.append(
-                [
-                    target,
-                    str(key[2]),
-                    fmt(runs.figure(key, target, "rps"), 0),
-                    fmt(runs.figure(key, target, "ttft_p50_ms")),
-                    fmt(runs.figure(key, target, "ttft_p99_ms")),
-                    fmt(runs.added(key, "ttft_p50_ms")) if gw else "",
-                    fmt(runs.added(key, "ttft_p99_ms")) if gw else "",
-                    fmt(runs.figure(key, target, "p50_ms")),
-                    fmt(runs.added(key, "p50_ms")) if gw else "",
-                    fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
-                    fmt(runs.gw_cpu(key), 3) if gw else "",
-                    str(runs.errors(key, target)),
-                ]
-            )
+    for key, target, gw in measured(runs, phase, "stream"):
+        rows.append(
+            [
+                target,
+                str(key[2]),
+                fmt(runs.figure(key, target, "rps"), 0),
+                fmt(runs.figure(key, target, "ttft_p50_ms")),
+                fmt(runs.figure(key, target, "ttft_p99_ms")),
+                fmt(runs.added(key, "ttft_p50_ms")) if gw else "",
+                fmt(runs.added(key, "ttft_p99_ms")) if gw else "",
+                fmt(runs.figure(key, target, "p50_ms")),
+                fmt(runs.added(key, "p50_ms")) if gw else "",
+                fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
+                fmt(runs.gw_cpu(key), 3) if gw else "",
+                str(runs.errors(key, target)),
+            ]
+        )
     return table(headers, rows)
 
 
