@@ -194,6 +194,19 @@ def fake_provider() -> Iterator[tuple[FakeProvider, int]]:
         yield provider, server.port
 
 
+def wait_healthy(base_url: str, process: subprocess.Popen[Any], seconds: float = 30) -> bool:
+    """True once GET /healthz answers 200; False if the process ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,17 +318,9 @@ def gateway(
             cwd=ROOT,
         )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("gateway did not start:\n" + log_path.read_text())
-        time.sleep(0.1)
+    if not wait_healthy(base_url, process):
+        process.kill()
+        raise RuntimeError("gateway did not start:\n" + log_path.read_text())
     yield GatewayProcess(base_url, log_path, process, env)
     process.terminate()
     process.wait(timeout=10)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from dynoyard.local.dynamodb_local import is_answering
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_healthy
 
 
 def dev_env(port: int, ddb_port: int) -> dict[str, str]:
@@ -55,15 +55,8 @@ def run_dev(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]
             raise AssertionError("make dev stopped:\n" + seen)
         seen += line
         assert time.monotonic() < deadline, seen
-    base = f"http://127.0.0.1:{env['PORT']}"
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return process, seen
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, seen
-        time.sleep(0.1)
+    assert wait_healthy(f"http://127.0.0.1:{env['PORT']}", process), seen
+    return process, seen
 
 
 def chat(port: int, key: str) -> httpx.Response:

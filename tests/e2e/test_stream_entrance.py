@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import httpx
 
-from tests.conftest import GATEWAY_SETTINGS, ROOT, UPSTREAM_SECRET, free_port
+from tests.conftest import GATEWAY_SETTINGS, ROOT, UPSTREAM_SECRET, free_port, wait_healthy
 
 
 def test_given_run_sh_when_started_then_it_streams_and_records_the_forwarded_client_ip(
@@ -34,15 +33,7 @@ def test_given_run_sh_when_started_then_it_streams_and_records_the_forwarded_cli
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        assert wait_healthy(base, process)
         account = make_account("1")
         with httpx.stream(
             "POST",
