@@ -22,7 +22,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from dynoyard.adapters.dynamodb import blocking_store
+from dynoyard.adapters.dynamo import blocking_store
 from dynoyard.local.tables import ensure_tables, local_client
 
 TABLE_VARS = ("ACCOUNTS_TABLE", "USAGE_TABLE", "CACHE_TABLE", "IDEMPOTENCY_TABLE")

@@ -34,7 +34,7 @@ class DynamoCounter:
         self.call_ms: list[float] = []
 
     def attach(self, client: Any) -> None:
-        """Wraps DynamoHttpClient.call: one count and one timing per operation."""
+        """Wraps DynamoClient.call: one count and one timing per operation."""
         original = client.call
 
         async def counted(operation: str, params: dict[str, Any]) -> dict[str, Any]:

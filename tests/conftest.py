@@ -21,8 +21,8 @@ import httpx
 import pytest
 import uvicorn
 
-from dynoyard.adapters.dynamo_http import DynamoHttpClient
-from dynoyard.adapters.dynamodb import BlockingStore, DynamoStore
+from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.local.tables import ensure_tables, local_client
 from tests.fakes.upstream import FakeProvider
 
@@ -99,7 +99,7 @@ def tables() -> Iterator[Tables]:
     ensure_tables(client, names)
     env.update(names)
     store = BlockingStore(
-        DynamoStore(DynamoHttpClient(endpoint), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+        DynamoStore(DynamoClient(endpoint), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
     )
     yield Tables(env=env, names=names, client=client, store=store)
     for name in names.values():

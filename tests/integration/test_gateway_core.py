@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo_http import DynamoHttpClient
-from dynoyard.adapters.dynamodb import DynamoStore
+from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import parse_catalog
 from dynoyard.domain.errors import GatewayError
@@ -43,7 +43,7 @@ def gateway_for(tables, fake_provider, usage_table: str, key_cache_seconds: floa
         },
         environ={},
     )
-    store = DynamoStore(DynamoHttpClient(), tables.accounts, usage_table)
+    store = DynamoStore(DynamoClient(), tables.accounts, usage_table)
     upstream = AiohttpUpstream(lambda name: None)
     observer = RecordingObserver()
     gateway = Gateway(
@@ -113,7 +113,7 @@ def test_given_an_unreachable_store_when_authenticating_then_503_not_a_crash(mak
     from tests.conftest import free_port
 
     account = make_account("1")
-    dead = DynamoHttpClient(endpoint=f"http://127.0.0.1:{free_port()}")
+    dead = DynamoClient(endpoint=f"http://127.0.0.1:{free_port()}")
     store = DynamoStore(dead, "accounts", "usage")
     gateway = Gateway(
         parse_catalog(

@@ -8,8 +8,8 @@ import botocore.auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from dynoyard.adapters import dynamo_http
-from dynoyard.adapters.dynamo_http import Credentials, DynamoError, DynamoHttpClient
+from dynoyard.adapters.dynamo import client as dynamo_http
+from dynoyard.adapters.dynamo.client import Credentials, DynamoClient, DynamoError
 
 FIXED = datetime(2026, 11, 25, 3, 4, 5, tzinfo=UTC)
 
@@ -22,7 +22,7 @@ class FrozenDatetime(datetime):
 
 def test_given_a_fixed_time_when_signed_then_it_matches_botocore(monkeypatch):
     for token in (None, "session-token"):
-        client = DynamoHttpClient(
+        client = DynamoClient(
             endpoint="https://dynamodb.eu-west-1.amazonaws.com", region="eu-west-1"
         )
         client._credentials = Credentials(

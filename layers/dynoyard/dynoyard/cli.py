@@ -17,7 +17,7 @@ from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
 
 if TYPE_CHECKING:
-    from dynoyard.adapters.dynamodb import BlockingStore
+    from dynoyard.adapters.dynamo import BlockingStore
 
 
 class CliError(Exception):
@@ -26,7 +26,7 @@ class CliError(Exception):
 
 def _store() -> BlockingStore:
     # Imported here so that `dynoyard --help` loads no HTTP client.
-    from dynoyard.adapters.dynamodb import blocking_store
+    from dynoyard.adapters.dynamo import blocking_store
     from dynoyard.settings import GatewaySettings
 
     settings = GatewaySettings()

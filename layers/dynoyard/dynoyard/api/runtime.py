@@ -6,8 +6,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from dynoyard.adapters.catalog_file import load_catalog
-from dynoyard.adapters.dynamo_http import DynamoHttpClient
-from dynoyard.adapters.dynamodb import DynamoStore
+from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
@@ -30,9 +30,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> DynamoStore:
-        return DynamoStore(
-            DynamoHttpClient(), self.settings.accounts_table, self.settings.usage_table
-        )
+        return DynamoStore(DynamoClient(), self.settings.accounts_table, self.settings.usage_table)
 
     @cached_property
     def gateway(self) -> Gateway:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from dynoyard.adapters.dynamodb import BlockingStore
+from dynoyard.adapters.dynamo import BlockingStore
 from dynoyard.api.app import create_app
 from dynoyard.local import demo_upstream
 from dynoyard.local.seed import ensure_demo_org

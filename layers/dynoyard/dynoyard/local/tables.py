@@ -125,7 +125,7 @@ def ensure_tables(
 
 def local_client() -> Any:
     """A botocore client for local tooling (creating tables, scanning them in tests); the
-    gateway itself talks to DynamoDB through `DynamoHttpClient`."""
+    gateway itself talks to DynamoDB through `DynamoClient`."""
     import botocore.session
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"

@@ -87,7 +87,7 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
-class DynamoHttpClient:
+class DynamoClient:
     def __init__(self, endpoint: str | None = None, region: str | None = None) -> None:
         self.region = (
             region

@@ -1,0 +1,54 @@
+"""DynamoDB, split by job: the attribute codec, the client (signing and retries), the hot
+path's keys and ledger, the operator's administration, and usage records. `DynamoStore`
+puts the jobs together over one client and the table names."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+from dynoyard.adapters.dynamo.admin import AccountsAdmin
+from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.ledger import HotPath
+from dynoyard.adapters.dynamo.usage import UsageRecords
+
+
+class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
+    """Every method is a coroutine; `BlockingStore` runs them for synchronous callers."""
+
+    def __init__(self, client: DynamoClient, accounts_table: str, usage_table: str) -> None:
+        self._db = client
+        self.accounts_table = accounts_table
+        self.usage_table = usage_table
+
+    async def aclose(self) -> None:
+        await self._db.aclose()
+
+
+class BlockingStore:
+    """A DynamoStore for synchronous callers (the CLI, `make dev`'s seeding, tests): each
+    call runs to completion on its own event loop."""
+
+    def __init__(self, store: DynamoStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        async def call_then_close(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                await self.store.aclose()  # its connections die with this loop
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run(call_then_close(*args, **kwargs))
+
+        return run
+
+
+def blocking_store(accounts_table: str, usage_table: str) -> BlockingStore:
+    return BlockingStore(DynamoStore(DynamoClient(), accounts_table, usage_table))

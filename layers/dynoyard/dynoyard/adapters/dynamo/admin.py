@@ -1,0 +1,213 @@
+"""The operator's account commands: organizations, credits and keys.
+
+Single-table layout of the accounts table (pk / sk):
+  ORG#<org_id>  / META                    name, email, balance_usd, cache settings
+  ORG#<org_id>  / LEDGER#<time>#<id>      every credit added or taken by hand
+  KEY#<sha256>  / KEY                     the key item authentication reads (GSI1: org, key id)
+  KEYID#<key_id>/ KEY                     pointer from a key id to its hash, for revocation
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
+from dynoyard.adapters.dynamo.codec import attribute, now_iso, num, org_key, plain, typed
+from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
+from dynoyard.domain.keys import NewKey, generate_key, new_org_id
+
+
+class AccountsAdmin:
+    _db: DynamoClient
+    accounts_table: str
+
+    async def create_org(self, name: str, email: str) -> str:
+        org_id = new_org_id()
+        item = {
+            "pk": f"ORG#{org_id}",
+            "sk": "META",
+            "name": name,
+            "email": email,
+            "balance_usd": Decimal(0),
+            "cache_enabled": False,
+            "cache_ttl_seconds": DEFAULT_CACHE_TTL_SECONDS,
+            "created_at": now_iso(),
+        }
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.accounts_table,
+                "Item": typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
+        )
+        return org_id
+
+    async def get_org(self, org_id: str) -> Org:
+        answer = await self._db.call(
+            "GetItem",
+            {"TableName": self.accounts_table, "Key": org_key(org_id), "ConsistentRead": True},
+        )
+        if not answer.get("Item"):
+            raise UnknownOrg(org_id)
+        return _org(plain(answer["Item"]))
+
+    async def update_org_settings(
+        self,
+        org_id: str,
+        cache_enabled: bool | None = None,
+        cache_ttl_seconds: int | None = None,
+        rate_limit_rpm: int | None = None,
+    ) -> Org:
+        """Changes what is given; `rate_limit_rpm=0` removes the limit."""
+        changes: dict[str, Any] = {}
+        if cache_enabled is not None:
+            changes["cache_enabled"] = cache_enabled
+        if cache_ttl_seconds is not None:
+            changes["cache_ttl_seconds"] = cache_ttl_seconds
+        if rate_limit_rpm:
+            changes["rate_limit_rpm"] = rate_limit_rpm
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": attribute(v) for i, v in enumerate(changes.values())}
+        clauses = []
+        if changes:
+            clauses.append("SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))))
+        if rate_limit_rpm == 0:
+            clauses.append("REMOVE rate_limit_rpm")
+        if clauses:
+            update: dict[str, Any] = {"UpdateExpression": " ".join(clauses)}
+            if names:
+                update |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+            await self._update_existing_org(org_id, update)
+        return await self.get_org(org_id)
+
+    async def _update_existing_org(self, org_id: str, update: dict[str, Any]) -> None:
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.accounts_table,
+                    "Key": org_key(org_id),
+                    "ConditionExpression": "attribute_exists(pk)",
+                    **update,
+                },
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                raise UnknownOrg(org_id) from None
+            raise
+
+    async def grant_credits(self, org_id: str, amount: Decimal, reason: str) -> Org:
+        """Add (or, negative, take) credits; the ledger line and the balance move together."""
+        entry = {
+            "pk": f"ORG#{org_id}",
+            "sk": f"LEDGER#{now_iso()}#{secrets.token_hex(8)}",
+            "kind": "grant",
+            "amount_usd": amount,
+            "reason": reason,
+        }
+        balance = {
+            "TableName": self.accounts_table,
+            "Key": org_key(org_id),
+            "UpdateExpression": "ADD balance_usd :amount",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": {":amount": num(amount)},
+        }
+        ledger = {
+            "TableName": self.accounts_table,
+            "Item": typed(entry),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        await self._transact_for_org(org_id, [{"Update": balance}, {"Put": ledger}])
+        return await self.get_org(org_id)
+
+    async def _transact_for_org(self, org_id: str, items: list[dict[str, Any]]) -> None:
+        """A transaction whose conditions fail only when the organization does not exist."""
+        try:
+            await self._db.call("TransactWriteItems", {"TransactItems": items})
+        except DynamoError as error:
+            if error.condition_failed:
+                raise UnknownOrg(org_id) from None
+            raise
+
+    # -- keys -----------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        org_id: str,
+        name: str = "",
+        models: frozenset[str] = frozenset(),
+        expires_at: int | None = None,
+    ) -> NewKey:
+        new = generate_key()
+        key_item = {
+            "pk": f"KEY#{new.key_hash}",
+            "sk": "KEY",
+            "gsi1pk": f"ORG#{org_id}",
+            "gsi1sk": f"KEY#{new.key_id}",
+            "key_id": new.key_id,
+            "org_id": org_id,
+            "name": name,
+            "hint": new.hint,
+            "models": sorted(models) or None,
+            "key_expires_at": expires_at,
+            "revoked": False,
+            "created_at": now_iso(),
+        }
+        pointer = {
+            "pk": f"KEYID#{new.key_id}",
+            "sk": "KEY",
+            "key_hash": new.key_hash,
+            "org_id": org_id,
+        }
+        org_exists = {
+            "TableName": self.accounts_table,
+            "Key": org_key(org_id),
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        await self._transact_for_org(
+            org_id,
+            [
+                {"ConditionCheck": org_exists},
+                {"Put": {"TableName": self.accounts_table, "Item": typed(key_item)}},
+                {"Put": {"TableName": self.accounts_table, "Item": typed(pointer)}},
+            ],
+        )
+        return new
+
+    async def revoke_key(self, key_id: str) -> None:
+        pointer_key = {"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}}
+        answer = await self._db.call(
+            "GetItem",
+            {"TableName": self.accounts_table, "Key": pointer_key, "ConsistentRead": True},
+        )
+        if not answer.get("Item"):
+            raise UnknownKey(key_id)
+        key_hash = answer["Item"]["key_hash"]["S"]
+        revoked = {":t": {"BOOL": True}, ":now": {"S": now_iso()}}
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.accounts_table,
+                    "Key": key,
+                    "UpdateExpression": "SET revoked = :t, revoked_at = :now",
+                    "ExpressionAttributeValues": revoked,
+                }
+            }
+            for key in ({"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}}, pointer_key)
+        ]
+        await self._db.call("TransactWriteItems", {"TransactItems": updates})
+
+
+def _org(item: dict[str, Any]) -> Org:
+    return Org(
+        org_id=str(item["pk"]).removeprefix("ORG#"),
+        name=str(item.get("name", "")),
+        email=str(item.get("email", "")),
+        balance_usd=Decimal(item.get("balance_usd", 0)),
+        cache_enabled=bool(item.get("cache_enabled", False)),
+        cache_ttl_seconds=int(item.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS)),
+        rate_limit_rpm=int(item["rate_limit_rpm"]) if "rate_limit_rpm" in item else None,
+    )
