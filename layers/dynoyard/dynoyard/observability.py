@@ -36,11 +36,14 @@ def tracing_enabled() -> bool:
 
 
 def lambda_handler(handler: LambdaHandler) -> LambdaHandler:
-    """Wraps a Lambda handler with the logger's context and, when enabled, the tracer."""
+    """Wraps a Lambda handler with the logger's context and, when enabled, the tracer. The
+    tracer records neither the response (a completion) nor the error as trace metadata."""
     if tracing_enabled():
         from aws_lambda_powertools import Tracer
 
-        handler = Tracer(service=SERVICE).capture_lambda_handler(handler)
+        handler = Tracer(service=SERVICE).capture_lambda_handler(
+            handler, capture_response=False, capture_error=False
+        )
     wrapped: LambdaHandler = logger.inject_lambda_context(handler, clear_state=True)
     return wrapped
 
