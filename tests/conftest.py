@@ -213,6 +213,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TEST_PRICE = {"input_per_mtok": "1.00", "output_per_mtok": "2.00"}
+DEAR_PRICE = {"input_per_mtok": "10.00", "output_per_mtok": "20.00"}
+# Model id (what clients send) -> upstream name (the fake's behaviour, see tests/fakes).
+# Every model costs TEST_PRICE and may answer 1,000 tokens unless its entry says otherwise.
 TEST_MODELS: list[dict[str, Any]] = [
     {"id": "test-chat", "upstream": "ok"},
     {"id": "test-embed", "upstream": "embed", "kind": "embedding"},
@@ -228,8 +232,51 @@ TEST_MODELS: list[dict[str, Any]] = [
     {"id": "test-reset", "upstream": "ok", "provider": "resetting"},
     {"id": "test-refused", "upstream": "ok", "provider": "nowhere"},
     {"id": "test-hidden", "upstream": "ok", "provider": "keyless"},
+    {"id": "test-gzip", "upstream": "gzip"},
+    {"id": "test-reasoning", "upstream": "reasoning"},
+    {"id": "test-refusal", "upstream": "refusal"},
+    {"id": "test-ignores-limit", "upstream": "ignores-limit"},
+    {"id": "test-auth-401", "upstream": "auth-401"},
+    {"id": "test-auth-403", "upstream": "auth-403"},
+    {"id": "test-bad-choices", "upstream": "bad-choices"},
+    {"id": "test-deep-nest", "upstream": "deep-nest"},
+    {"id": "test-stall", "upstream": "stall"},
+    {"id": "test-long", "upstream": "long"},
+    {"id": "test-big", "upstream": "big"},
+    {"id": "test-dear", "upstream": "ok", "price": DEAR_PRICE},
+    {"id": "test-cheap-fallback", "upstream": "fail-500", "fallbacks": ["test-dear"]},
+    {
+        "id": "test-dear-fallback",
+        "upstream": "fail-500",
+        "price": DEAR_PRICE,
+        "fallbacks": ["test-chat"],
+    },
+    # Fallbacks on 429, timeout and reset, each landing on a working model.
+    {"id": "test-429-fallback", "upstream": "fail-429", "fallbacks": ["test-chat"]},
+    {"id": "test-slow-fallback", "upstream": "slow", "fallbacks": ["test-chat"]},
+    {
+        "id": "test-reset-fallback",
+        "upstream": "ok",
+        "provider": "resetting",
+        "fallbacks": ["test-chat"],
+    },
+    {"id": "test-400-fallback", "upstream": "fail-400", "fallbacks": ["test-chat"]},
+    # Only the CONTRACT's keys: no kind, no max_output_tokens, nothing optional.
+    {"id": "test-contract-embed", "upstream": "embed", "contract_only": True},
 ]
-TEST_PRICE = {"input_per_mtok": "1.00", "output_per_mtok": "2.00"}
+
+
+def catalog_entry(model: dict[str, Any]) -> dict[str, Any]:
+    """A TEST_MODELS row as the catalog holds it, with the defaults filled in."""
+    model = dict(model)
+    if model.pop("contract_only", False):
+        return {"provider": "fake", "price": TEST_PRICE, **model}
+    return {"provider": "fake", "price": TEST_PRICE, "max_output_tokens": 1000, **model}
+
+
+def model_price(model_id: str) -> dict[str, str]:
+    """The catalog price of a test model."""
+    return catalog_entry(next(m for m in TEST_MODELS if m["id"] == model_id))["price"]
 
 
 @pytest.fixture(scope="session")
@@ -245,10 +292,7 @@ def catalog_path(
             "nowhere": {"base_url": f"http://127.0.0.1:{free_port()}/v1"},
             "keyless": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "UNSET_PROVIDER_KEY"},
         },
-        "models": [
-            {"provider": "fake", "price": TEST_PRICE, "max_output_tokens": 1000, **m}
-            for m in TEST_MODELS
-        ],
+        "models": [catalog_entry(m) for m in TEST_MODELS],
     }
     path = tmp_path_factory.mktemp("catalog") / "models.yaml"
     path.write_text(json.dumps(catalog))  # JSON is YAML
