@@ -1,13 +1,23 @@
-"""template.yaml is the one schema: cfn-lint passes and local tables come from it."""
+"""template.yaml: cfn-lint passes, local tables come from it, and what it deploys is pinned:
+each function's IAM, limits, deadlines, tracing settings, alarms and dashboard."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
-from dynoyard.local.tables import ensure_tables, local_client, table_env_names, table_specs
+from dynoyard.local.tables import (
+    ensure_tables,
+    load_template,
+    local_client,
+    table_env_names,
+    table_specs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +55,219 @@ def test_given_fresh_names_when_ensured_twice_then_tables_match_the_template(tab
     assert ttl["AttributeName"] == "expires_at" and ttl["TimeToLiveStatus"] == "ENABLED"
     for name in names.values():
         client.delete_table(TableName=name)
+
+
+# -- what the functions may do --------------------------------------------------------
+
+ACCOUNT_PREFIX = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
+SECRET = "secret:${ProviderKeysSecretName}-??????"
+# The data plane (adapters/dynamo/ledger.py): GetItem on the key item, a conditional
+# UpdateItem on the org item (the hold), TransactWriteItems = UpdateItem on the org item +
+# PutItem on usage (the settle; IAM authorizes each contained action), PutItem on usage when
+# nothing is refunded; the provider keys from one secret. Nothing else: no Query, no index,
+# no cache or idempotency table.
+DATA_PLANE_GRANTS = {
+    ("AccountsTable", "dynamodb:GetItem", ("KEY#*",)),
+    ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*",)),
+    ("UsageTable", "dynamodb:PutItem", None),
+    (SECRET, "secretsmanager:GetSecretValue", None),
+}
+EXPECTED_GRANTS = {
+    "GatewayFunction": DATA_PLANE_GRANTS,
+    "GatewayStreamFunction": DATA_PLANE_GRANTS,
+}
+DATA_PLANE_DYNAMODB_CALLS = {"GetItem", "UpdateItem", "TransactWriteItems", "PutItem"}
+
+
+def _resources() -> dict[str, Any]:
+    resources: dict[str, Any] = load_template()["Resources"]
+    return resources
+
+
+def _functions() -> dict[str, dict[str, Any]]:
+    return {
+        name: resource["Properties"]
+        for name, resource in _resources().items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _resource_name(resource: Any) -> str:
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        logical_id, attribute = resource["Fn::GetAtt"]
+        return str(logical_id) if attribute == "Arn" else f"{logical_id}.{attribute}"
+    if isinstance(resource, dict) and isinstance(resource.get("Fn::Sub"), str):
+        text = str(resource["Fn::Sub"])
+        text = re.sub(r"\$\{(\w+)\.Arn\}", r"\1", text)
+        return text.removeprefix(ACCOUNT_PREFIX)
+    return repr(resource)
+
+
+def _leading_keys(condition: Any) -> Any:
+    if condition is None:
+        return None
+    if set(condition) == {"ForAllValues:StringLike"}:
+        keys = condition["ForAllValues:StringLike"]
+        if set(keys) == {"dynamodb:LeadingKeys"}:
+            return tuple(_as_list(keys["dynamodb:LeadingKeys"]))
+    return repr(condition)  # anything else shows up in the comparison
+
+
+def _grants(properties: dict[str, Any]) -> set[tuple[str, str, Any]]:
+    grants = set()
+    for policy in properties.get("Policies", []):
+        assert isinstance(policy, dict) and set(policy) == {"Statement"}, (
+            f"only inline statements, no managed policies or SAM policy templates: {policy}"
+        )
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow" and "NotAction" not in statement
+            assert "NotResource" not in statement
+            for action in _as_list(statement["Action"]):
+                assert "*" not in action, action
+                for resource in _as_list(statement["Resource"]):
+                    grants.add(
+                        (
+                            _resource_name(resource),
+                            action,
+                            _leading_keys(statement.get("Condition")),
+                        )
+                    )
+    return grants
+
+
+def test_given_each_function_when_its_iam_is_read_then_it_is_exactly_what_its_code_uses():
+    functions = _functions()
+    assert set(functions) == set(EXPECTED_GRANTS), "pin the new function's grants here"
+    for name, properties in functions.items():
+        assert "Role" not in properties
+        assert _grants(properties) == EXPECTED_GRANTS[name], name
+
+
+def test_given_the_data_plane_when_its_dynamodb_calls_are_listed_then_iam_was_written_for_them():
+    """A tripwire: a new call on the hot path needs its grant in template.yaml (and above)."""
+    ledger = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo" / "ledger.py"
+    calls = set(re.findall(r'_db\.call\(\s*"(\w+)"', ledger.read_text()))
+    assert calls == DATA_PLANE_DYNAMODB_CALLS
+
+
+# -- limits, deadlines, tracing ------------------------------------------------------------
+
+
+def _globals() -> dict[str, Any]:
+    function_globals: dict[str, Any] = load_template()["Globals"]["Function"]
+    return function_globals
+
+
+def _environment(properties: dict[str, Any]) -> dict[str, Any]:
+    variables = dict(_globals()["Environment"]["Variables"])
+    variables.update(properties.get("Environment", {}).get("Variables", {}))
+    return variables
+
+
+def test_given_the_function_url_when_deployed_then_reserved_concurrency_caps_it():
+    parameter = load_template()["Parameters"]["StreamReservedConcurrency"]
+    assert parameter["Type"] == "Number" and int(parameter["MinValue"]) >= 1
+    assert 1 <= int(parameter["Default"]) <= 100
+    for name, properties in _functions().items():
+        if "FunctionUrlConfig" in properties:
+            assert properties["ReservedConcurrentExecutions"] == {
+                "Ref": "StreamReservedConcurrency"
+            }, name
+
+
+def test_given_the_rest_stage_when_deployed_then_every_method_is_throttled_by_parameters():
+    parameters = load_template()["Parameters"]
+    (settings,) = _resources()["GatewayApi"]["Properties"]["MethodSettings"]
+    assert settings["ResourcePath"] == "/*" and settings["HttpMethod"] == "*"
+    for key, parameter in (
+        ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit"),
+        ("ThrottlingRateLimit", "ApiThrottlingRateLimit"),
+    ):
+        assert settings[key] == {"Ref": parameter}
+        assert parameters[parameter]["Type"] == "Number"
+        assert int(parameters[parameter]["Default"]) >= 1
+
+
+def test_given_tracing_when_configured_then_no_response_or_error_is_captured():
+    for name, properties in _functions().items():
+        variables = _environment(properties)
+        assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", name
+        assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false", name
+
+
+def test_given_request_deadlines_when_compared_then_each_leaves_time_to_settle():
+    rest_functions = set()
+    for name, properties in _functions().items():
+        variables = _environment(properties)
+        timeout = float(properties.get("Timeout", _globals()["Timeout"]))
+        assert "DYNOYARD_REQUEST_DEADLINE_SECONDS" in variables, name
+        deadline = float(variables["DYNOYARD_REQUEST_DEADLINE_SECONDS"])
+        assert deadline + 3 <= timeout, name
+        if any(e["Type"] == "Api" for e in properties.get("Events", {}).values()):
+            rest_functions.add(name)
+            assert deadline < 29, f"{name}: API Gateway's REST integration stops at 29 s"
+    assert rest_functions == {"GatewayFunction"}
+
+
+# -- alarms and dashboard --------------------------------------------------------------
+
+
+def _alarm(logical_id: str) -> dict[str, Any]:
+    resource = _resources()[logical_id]
+    assert resource["Type"] == "AWS::CloudWatch::Alarm"
+    properties: dict[str, Any] = resource["Properties"]
+    return properties
+
+
+def test_given_the_app_metrics_when_alarmed_then_namespace_and_service_match_powertools():
+    variables = _globals()["Environment"]["Variables"]
+    for logical_id, resource in _resources().items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        alarm = resource["Properties"]
+        if alarm["Namespace"] == "AWS/Lambda":
+            continue
+        assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"], logical_id
+        assert alarm["Dimensions"] == [
+            {"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}
+        ], logical_id
+
+
+def test_given_money_and_store_metrics_when_alarmed_then_thresholds_are_as_documented():
+    hold = _alarm("HoldExceededAlarm")
+    assert (hold["MetricName"], hold["Statistic"], hold["Period"]) == ("HoldExceeded", "Sum", 300)
+    assert (hold["Threshold"], hold["EvaluationPeriods"]) == (1, 1)
+    assert hold["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    store = _alarm("StoreUnavailableAlarm")
+    assert (store["MetricName"], store["Statistic"], store["Period"]) == (
+        "StoreUnavailable",
+        "Sum",
+        300,
+    )
+    assert (store["Threshold"], store["EvaluationPeriods"]) == (5, 1)
+    assert store["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    for alarm in (hold, store):
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_given_the_dashboard_when_rendered_then_it_is_json_showing_every_alarmed_metric():
+    body = _resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    dashboard = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
+    shown = set()
+    for widget in dashboard["widgets"]:
+        for line in widget["properties"]["metrics"]:
+            names = [part for part in line if isinstance(part, str)]
+            if len(names) > 1:  # [namespace or ".", metric name, dimension, value, ...]
+                shown.add(names[1])
+    alarmed = {
+        resource["Properties"]["MetricName"]
+        for resource in _resources().values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+        and resource["Properties"]["Namespace"] != "AWS/Lambda"
+    }
+    assert {"HoldExceeded", "StoreUnavailable", "SettleFailures"} <= alarmed
+    assert alarmed <= shown
