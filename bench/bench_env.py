@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from dynoyard.adapters.dynamo import blocking_store
 from dynoyard.local.tables import ensure_tables, local_client
+from dynoyard.settings import GatewaySettings
 
 TABLE_VARS = ("ACCOUNTS_TABLE", "USAGE_TABLE", "CACHE_TABLE", "IDEMPOTENCY_TABLE")
 CREDITS = Decimal("1000000")
@@ -57,7 +58,10 @@ def setup(args: argparse.Namespace) -> None:
     client = local_client()
     names = table_names(args.prefix)
     ensure_tables(client, names)
-    store = blocking_store(names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+    settings = GatewaySettings(
+        accounts_table=names["ACCOUNTS_TABLE"], usage_table=names["USAGE_TABLE"]
+    )
+    store = blocking_store(settings)
     org = store.create_org("Bench", "bench@localhost")
     store.grant_credits(org, CREDITS, "bench")
     key = store.create_key(org, name="bench").secret

@@ -93,4 +93,14 @@ def test_given_fallbacks_when_routed_then_available_ones_follow_in_order():
             {"id": mid, "provider": provider, "upstream": mid, "price": {"input_per_mtok": "1"}}
         )
     catalog = parse_catalog(data, environ={"P_KEY": "x"})  # q has no key
-    assert [m.id for m in catalog.route(catalog.get("m1"))] == ["m1", "m3"]
+    assert [m.id for m in catalog.route(catalog.get("m1"), lambda _: True)] == ["m1", "m3"]
+
+
+def test_given_a_key_limited_to_one_model_when_routed_then_no_fallback_goes_elsewhere():
+    data = base(fallbacks=["m2"])
+    data["models"].append(
+        {"id": "m2", "provider": "p", "upstream": "m2", "price": {"input_per_mtok": "1"}}
+    )
+    catalog = parse_catalog(data, environ={"P_KEY": "x"})
+    allowed = {"m1"}.__contains__
+    assert [m.id for m in catalog.route(catalog.get("m1"), allowed)] == ["m1"]

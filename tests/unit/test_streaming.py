@@ -1,5 +1,6 @@
 import json
 
+from dynoyard.domain.errors import upstream_error
 from dynoyard.domain.streaming import StreamMeter, error_event
 from dynoyard.local.demo_upstream import chat_chunks
 
@@ -58,7 +59,7 @@ def test_given_crlf_separators_and_comments_when_fed_then_they_pass_through():
 
 
 def test_given_an_error_event_when_built_then_it_has_openai_shape():
-    payload = json.loads(error_event("broken", "upstream_error")[6:])
+    payload = json.loads(error_event(upstream_error("broken"))[6:])
     assert payload == {
         "error": {"message": "broken", "type": "api_error", "param": None, "code": "upstream_error"}
     }

@@ -30,7 +30,7 @@ def _store() -> BlockingStore:
     from dynoyard.settings import GatewaySettings
 
     settings = GatewaySettings()
-    return blocking_store(settings.accounts_table, settings.usage_table)
+    return blocking_store(settings)
 
 
 def _on_off(value: str) -> bool:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from dynoyard.domain.money import format_usd
 from dynoyard.domain.usage import UsageRecord
 
 SERVICE = "dynoyard"
@@ -20,8 +22,6 @@ NAMESPACE = "Dynoyard"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-# Disabled metrics are still collected by Powertools and printed every 100 values.
-METRICS_ENABLED = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() not in ("true", "1")
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -51,19 +51,43 @@ def lambda_handler(handler: LambdaHandler) -> LambdaHandler:
 class PowertoolsObserver:
     """The domain's Observer port: one structured log line and a few metrics per request."""
 
+    def __init__(self, metrics_enabled: bool = True) -> None:
+        # Disabled metrics are still collected by Powertools and printed every 100 values,
+        # so nothing is added when they are off.
+        self._metrics_enabled = metrics_enabled
+
     def request_finished(self, record: UsageRecord) -> None:
         # The export's fields are metadata only: ids, model, status, tokens, cost, latency.
         logger.info(
             "request finished", extra={**record.export(), "upstream_ms": record.upstream_ms}
         )
-        if not METRICS_ENABLED:
+        if not self._metrics_enabled:
             return
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=record.latency_ms)
         metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=record.total_tokens)
         if record.error_code in ("upstream_error", "upstream_timeout"):
             metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+        if record.error_code == "service_unavailable":
+            metrics.add_metric(name="StoreUnavailable", unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()
+
+    def hold_exceeded(self, record: UsageRecord, held: Decimal) -> None:
+        logger.warning(
+            "hold exceeded: the upstream generated past the limit it was sent",
+            extra={
+                "request_id": record.request_id,
+                "org_id": record.org_id,
+                "model": record.model,
+                "provider": record.provider,
+                "held_usd": format_usd(held),
+                "cost_usd": format_usd(record.cost_usd),
+                "completion_tokens": record.completion_tokens,
+            },
+        )
+        if self._metrics_enabled:
+            metrics.add_metric(name="HoldExceeded", unit=MetricUnit.Count, value=1)
+            metrics.flush_metrics()
 
     def settle_failed(self, record: UsageRecord, error: Exception) -> None:
         logger.error(
@@ -74,6 +98,6 @@ class PowertoolsObserver:
                 "error_type": type(error).__name__,
             },
         )
-        if METRICS_ENABLED:
+        if self._metrics_enabled:
             metrics.add_metric(name="SettleFailures", unit=MetricUnit.Count, value=1)
             metrics.flush_metrics()

@@ -20,6 +20,13 @@ class GatewaySettings(BaseSettings):
     idempotency_table: str = Field("dynoyard-idempotency", validation_alias="IDEMPOTENCY_TABLE")
     models_file: Path = Field(Path("config/models.yaml"), validation_alias="DYNOYARD_MODELS_FILE")
     provider_keys_secret: str | None = Field(None, validation_alias="PROVIDER_KEYS_SECRET")
+    # boto3's own variables: unset on AWS, where the region is Lambda's and the endpoint
+    # DynamoDB's public one.
+    dynamodb_endpoint: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_DYNAMODB")
+    aws_region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    metrics_disabled: bool = Field(False, validation_alias="POWERTOOLS_METRICS_DISABLED")
 
     # Explicit limits (README, "Limits").
     max_body_bytes: int = Field(4 * MIB, ge=1024, validation_alias="DYNOYARD_MAX_BODY_BYTES")
@@ -31,7 +38,12 @@ class GatewaySettings(BaseSettings):
         5.0, gt=0, validation_alias="DYNOYARD_UPSTREAM_CONNECT_TIMEOUT"
     )
     upstream_read_timeout: float = Field(
-        60.0, gt=0, validation_alias=AliasChoices("DYNOYARD_UPSTREAM_READ_TIMEOUT")
+        60.0, gt=0, validation_alias="DYNOYARD_UPSTREAM_READ_TIMEOUT"
+    )
+    # Across fallbacks and retries; below the function's timeout (and API Gateway's 29 s for
+    # the REST entrance), so the gateway settles a request rather than Lambda killing it.
+    request_deadline_seconds: float = Field(
+        25.0, gt=0, le=900, validation_alias="DYNOYARD_REQUEST_DEADLINE_SECONDS"
     )
 
 

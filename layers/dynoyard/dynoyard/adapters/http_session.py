@@ -30,9 +30,8 @@ class SessionPerLoop:
         session = self._sessions.get(loop)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60)
-            session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
+            # aiohttp advertises gzip and deflate, so it must also decode them.
+            session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
             self._sessions[loop] = session
         return session
 

@@ -1,5 +1,6 @@
 """OpenAI-compatible upstreams over the shared aiohttp session (see http_session.py).
-Connect failures are retried once; timeouts and resets become the domain's errors."""
+Connect failures are retried once; timeouts and resets become the domain's errors.
+Compressed answers are decoded by the session, so what is read is what is charged."""
 
 from __future__ import annotations
 
@@ -52,13 +53,12 @@ class AiohttpUpstream:
         read_timeout: float = 60.0,
     ) -> None:
         self._api_key_for = api_key_for
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._sessions = SessionPerLoop()
 
     async def send(
-        self, provider: Provider, path: str, body: bytes, stream: bool
+        self, provider: Provider, path: str, body: bytes, stream: bool, seconds_left: float
     ) -> AiohttpResponse:
         headers = {
             "content-type": "application/json",
@@ -69,10 +69,14 @@ class AiohttpUpstream:
             if key:
                 headers["authorization"] = f"Bearer {key}"
         session = self._sessions.get()
+        # `total` bounds the whole exchange, the body read to its end included.
+        limits = aiohttp.ClientTimeout(
+            total=seconds_left, sock_connect=self._connect_timeout, sock_read=self._read_timeout
+        )
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
                 response = await session.post(
-                    provider.base_url + path, data=body, headers=headers, timeout=self._timeout
+                    provider.base_url + path, data=body, headers=headers, timeout=limits
                 )
                 return AiohttpResponse(response)
             except aiohttp.ClientConnectorError as exc:

@@ -9,19 +9,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dynoyard.domain.errors import internal_error
 from dynoyard.domain.usage import new_request_id
 from dynoyard.observability import logger
 
-INTERNAL_ERROR = json.dumps(
-    {
-        "error": {
-            "message": "The server had an error while processing your request.",
-            "type": "api_error",
-            "param": None,
-            "code": "internal_error",
-        }
-    }
-).encode()
+INTERNAL_ERROR = json.dumps(internal_error().body()).encode()
 
 
 def server_timing(gateway_ms: float, upstream_ms: float) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from dynoyard.api.responses import RelayResponse
 from dynoyard.api.runtime import Runtime
 from dynoyard.domain.catalog import Model
-from dynoyard.domain.errors import GatewayError, request_too_large
+from dynoyard.domain.errors import GatewayError, client_closed, request_too_large
 from dynoyard.domain.requests import Endpoint
 
 MODEL_CREATED = 0  # the catalog has no creation dates; OpenAI's field is required
@@ -61,11 +62,17 @@ def build_router(runtime: Runtime) -> APIRouter:
             if call.parsed is not None and call.parsed.stream:
                 return RelayResponse(
                     gateway.relay(call, upstream),
-                    media_type="text/event-stream",
+                    on_close=lambda: gateway.abandon(call, client_closed()),
                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
                 )
             raw = await gateway.complete(call, upstream)
             return Response(raw, media_type="application/json")
+        except BaseException:
+            # Whatever escaped, the hold is returned before the answer (or the cancellation)
+            # goes on; a stream settles itself when it closes.
+            with anyio.CancelScope(shield=True):
+                await gateway.abandon(call)
+            raise
         finally:
             request.state.upstream_ms = call.upstream_seconds * 1000
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import anyio
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, StreamingResponse
@@ -16,7 +18,18 @@ def error_response(error: GatewayError) -> JSONResponse:
 
 class RelayResponse(StreamingResponse):
     """A stream whose body iterator is always closed, even when the client leaves, so the
-    gateway can settle what the stream cost before the invocation ends."""
+    gateway can settle what the stream cost before the invocation ends. `on_close` runs
+    last: it settles a stream whose iterator never started (closing an unstarted
+    generator runs none of its code)."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        on_close: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -26,3 +39,4 @@ class RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self._on_close()

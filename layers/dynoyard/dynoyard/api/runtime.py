@@ -6,8 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from dynoyard.adapters.catalog_file import load_catalog
-from dynoyard.adapters.dynamo import DynamoStore
-from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo import DynamoStore, dynamo_store
 from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
@@ -30,7 +29,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> DynamoStore:
-        return DynamoStore(DynamoClient(), self.settings.accounts_table, self.settings.usage_table)
+        return dynamo_store(self.settings)
 
     @cached_property
     def gateway(self) -> Gateway:
@@ -44,7 +43,8 @@ class Runtime:
                 connect_timeout=self.settings.upstream_connect_timeout,
                 read_timeout=self.settings.upstream_read_timeout,
             ),
-            observer=PowertoolsObserver(),
+            observer=PowertoolsObserver(metrics_enabled=not self.settings.metrics_disabled),
             key_cache_seconds=self.settings.key_cache_seconds,
             max_response_bytes=self.settings.max_response_bytes,
+            deadline_seconds=self.settings.request_deadline_seconds,
         )

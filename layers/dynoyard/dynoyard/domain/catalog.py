@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dynoyard.domain.money import parse_usd
 
 ModelKind = Literal["chat", "embedding"]
+# The request field that limits generated tokens, as each upstream reads it.
+OutputLimitField = Literal["max_tokens", "max_completion_tokens"]
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 
 
@@ -40,6 +42,7 @@ class _ProviderIn(BaseModel):
     base_url: str
     api_key_env: str | None = None
     label: str | None = None
+    output_limit_field: OutputLimitField = "max_tokens"
 
 
 class _ModelIn(BaseModel):
@@ -48,7 +51,7 @@ class _ModelIn(BaseModel):
     provider: str
     upstream: str = Field(min_length=1)
     price: _PriceIn
-    kind: ModelKind = "chat"
+    kind: ModelKind | None = None  # absent: any endpoint, the upstream decides
     max_output_tokens: int = Field(default=4096, ge=1)
     context_window: int | None = Field(default=None, ge=1)
     fallbacks: list[str] = Field(default_factory=list)
@@ -67,6 +70,7 @@ class Provider:
     base_url: str
     api_key_env: str | None
     label: str | None = None
+    output_limit_field: OutputLimitField = "max_tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,7 @@ class Model:
     provider: Provider
     upstream: str
     price: Price
-    kind: ModelKind
+    kind: ModelKind | None
     max_output_tokens: int
     context_window: int | None
     fallbacks: tuple[str, ...]
@@ -100,12 +104,13 @@ class Catalog:
     def offered(self) -> list[Model]:
         return [m for m in self._all.values() if self._offered(m)]
 
-    def route(self, model: Model) -> list[Model]:
-        """The model, then its available fallbacks, in order: where a request may go."""
+    def route(self, model: Model, allowed: Callable[[str], bool]) -> list[Model]:
+        """The model, then those of its available fallbacks that `allowed` (the caller's
+        key) permits and that serve the same endpoints, in order: where a request may go."""
         chain = [model]
         for fallback_id in model.fallbacks:
             fallback = self.get(fallback_id)
-            if fallback is not None and fallback.kind == model.kind:
+            if fallback is not None and fallback.kind == model.kind and allowed(fallback.id):
                 chain.append(fallback)
         return chain
 
@@ -158,7 +163,9 @@ def parse_catalog(
         base_url = _expand_env(parsed.base_url, env).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise CatalogError(f"providers.{name}: base_url must be an http(s) URL")
-        providers[name] = Provider(str(name), base_url, parsed.api_key_env, parsed.label)
+        providers[name] = Provider(
+            str(name), base_url, parsed.api_key_env, parsed.label, parsed.output_limit_field
+        )
 
     models: list[Model] = []
     seen: set[str] = set()

@@ -1,4 +1,6 @@
-"""Errors the gateway answers with, in OpenAI's shape and with OpenAI's status codes."""
+"""Errors the gateway answers with, in OpenAI's shape and with OpenAI's status codes.
+`GatewayError.body()` is the one place that shape is built: JSON answers, a stream's last
+event and the middleware's last-resort 500 all use it."""
 
 from __future__ import annotations
 
@@ -103,3 +105,33 @@ def upstream_timeout(
     message: str = "The upstream provider did not answer in time.",
 ) -> GatewayError:
     return GatewayError(504, message, type="api_error", code="upstream_timeout")
+
+
+def provider_credentials_refused(provider: str, status: int) -> GatewayError:
+    """The provider refused the gateway's own key: the operator's fault, not the client's.
+    Nothing of the provider's text is passed on: it can quote part of that key."""
+    return upstream_error(
+        f"The upstream provider '{provider}' refused the gateway's provider credentials"
+        f" (status {status}). This is a configuration problem of the gateway, not of your"
+        " API key."
+    )
+
+
+def deadline_exceeded(seconds: float) -> GatewayError:
+    return upstream_timeout(
+        f"The request could not finish within the gateway's deadline of {seconds:g} seconds."
+    )
+
+
+def client_closed() -> GatewayError:
+    """Recorded, never sent: the client went away first (nginx's 499)."""
+    return GatewayError(499, "The client closed the request.", code="client_closed")
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(
+        500,
+        "The server had an error while processing your request.",
+        type="api_error",
+        code="internal_error",
+    )

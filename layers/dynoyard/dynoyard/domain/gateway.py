@@ -3,11 +3,17 @@
 Lambda may freeze a function as soon as it has answered, so the settle always happens
 before the answer is complete: before a buffered response is returned, and before a
 stream's last byte (or, if the client left, while the stream is being closed).
+
+Once a hold is taken, every way out settles it: refusals, upstream failures, an answer the
+gateway can not read, the client leaving, the deadline, and any unexpected exception
+(`abandon`). Each request has a total deadline across fallbacks, below its function's
+timeout, so it is settled by the gateway rather than killed by Lambda mid-way.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +26,14 @@ from dynoyard.domain import errors
 from dynoyard.domain.catalog import Catalog, Model
 from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.keys import ApiKey, hash_key, looks_like_key
-from dynoyard.domain.metering import TokenCounts, cost_of, estimate_tokens, hold_for, usage_from
+from dynoyard.domain.metering import (
+    TokenCounts,
+    cost_of,
+    estimate_tokens,
+    generated_chars,
+    hold_for,
+    usage_from,
+)
 from dynoyard.domain.ports import (
     InsufficientBalance,
     KeyStore,
@@ -39,7 +52,8 @@ from dynoyard.domain.usage import CLIENT_CLOSED, UsageRecord, error_head, utcnow
 
 # Enough of an upstream error body to read its message; only ERROR_HEAD_BYTES are kept.
 ERROR_READ_BYTES = 64 * 1024
-SETTLE_ATTEMPTS = 3
+SETTLE_ATTEMPTS = 4
+SETTLE_BACKOFF_SECONDS = 0.05  # doubled per attempt, jittered
 MAX_MODEL_NAME = 128
 KEY_CACHE_ENTRIES = 10_000
 
@@ -53,9 +67,14 @@ class Call:
     parsed: ParsedRequest | None = None
     route: list[Model] = field(default_factory=list)
     served: Model | None = None
+    response: UpstreamResponse | None = None  # the answer being relayed, once one is open
     held: Decimal = Decimal(0)
     upstream_seconds: float = 0.0
     settled: bool = False
+    deadline: float = float("inf")  # time.monotonic() by which the upstream work must end
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
 
     def timing(self) -> tuple[float, float]:
         """(gateway ms, upstream ms) so far."""
@@ -75,6 +94,7 @@ class Gateway:
         *,
         key_cache_seconds: float = 5.0,
         max_response_bytes: int = 6 * 1024 * 1024,
+        deadline_seconds: float = 25.0,
     ) -> None:
         self.catalog = catalog
         self._keys = keys
@@ -84,6 +104,7 @@ class Gateway:
         self._key_cache_seconds = key_cache_seconds
         self._key_cache: dict[str, tuple[ApiKey | None, float]] = {}
         self._max_response_bytes = max_response_bytes
+        self._deadline_seconds = deadline_seconds
 
     # -- authentication and models -------------------------------------------------
 
@@ -134,6 +155,7 @@ class Gateway:
     ) -> Call:
         """Validate, choose the route and place the hold. Any refusal is recorded, then raised."""
         call = _new_call(key, endpoint, client_ip, request_id)
+        call.deadline = time.monotonic() + self._deadline_seconds
         record = call.record
         try:
             parsed = parse_request(endpoint, body)
@@ -142,15 +164,9 @@ class Gateway:
             model = self.model_for(key, parsed.model_id)
             _check_fits(model, parsed)
             call.parsed = parsed
-            call.route = self.catalog.route(model)
+            call.route = self.catalog.route(model, key.allows)
             hold = max(
-                hold_for(
-                    m,
-                    len(body),
-                    parsed.image_parts,
-                    parsed.max_output_tokens or m.max_output_tokens,
-                    parsed.choices,
-                )
+                hold_for(m, len(body), parsed.image_parts, _output_limit(parsed, m), parsed.choices)
                 for m in call.route
             )
             try:
@@ -174,18 +190,23 @@ class Gateway:
         await self.fail(_new_call(key, endpoint, client_ip, request_id), error)
 
     async def open_upstream(self, call: Call) -> UpstreamResponse:
-        """The first upstream on the route that answers below 400 (5xx, 429, timeouts and
-        resets move on to the next fallback); otherwise the error is settled and raised."""
+        """The first upstream on the route that answers below 400 (5xx, 429, timeouts,
+        resets and a refused provider key move on to the next fallback); otherwise the error
+        is settled and raised. No attempt starts once the deadline has passed."""
         assert call.parsed is not None
         parsed = call.parsed
         failure: GatewayError = errors.upstream_error()
         for model in call.route:
+            remaining = call.remaining()
+            if remaining <= 0:
+                failure = errors.deadline_exceeded(self._deadline_seconds)
+                break
             body = _upstream_body(parsed, model)
             call.record.provider = model.provider.name
             began = time.perf_counter()
             try:
                 response = await self._upstream.send(
-                    model.provider, "/" + parsed.endpoint, body, parsed.stream
+                    model.provider, "/" + parsed.endpoint, body, parsed.stream, remaining
                 )
             except UpstreamTimeout:
                 failure = errors.upstream_timeout(
@@ -200,7 +221,7 @@ class Gateway:
             finally:
                 call.upstream_seconds += time.perf_counter() - began
             if response.status < 400:
-                call.served = model
+                call.served, call.response = model, response
                 return response
             try:
                 raw = await response.read(ERROR_READ_BYTES)
@@ -208,8 +229,13 @@ class Gateway:
                 raw = b""
             finally:
                 await response.close()
-            call.record.error_head = error_head(raw)
             call.record.upstream_error_status = response.status
+            if response.status in (401, 403):
+                # The provider refused the gateway's own key; its text may quote that key.
+                call.record.error_head = None
+                failure = errors.provider_credentials_refused(model.provider.name, response.status)
+                continue
+            call.record.error_head = error_head(raw)
             failure = _from_upstream(model.provider.name, response.status, raw)
             if response.status < 500 and response.status != 429:
                 break  # the request itself is wrong: another provider would refuse it too
@@ -233,7 +259,7 @@ class Gateway:
             call.upstream_seconds += time.perf_counter() - began
             await response.close()
         call.record.status = 200
-        self._charge(call, _usage_of_body(raw, call))
+        self._charge(call, _usage_of_body(raw, call.parsed))
         await self.settle(call)
         return raw
 
@@ -258,11 +284,13 @@ class Gateway:
             except UpstreamTimeout:
                 status = 504
                 call.record.error_code = "upstream_timeout"
-                yield error_event("The upstream provider stopped sending.", "upstream_timeout")
+                yield error_event(errors.upstream_timeout("The upstream provider stopped sending."))
             except UpstreamUnavailable:
                 status = 502
                 call.record.error_code = "upstream_error"
-                yield error_event("The upstream provider broke off the stream.", "upstream_error")
+                yield error_event(
+                    errors.upstream_error("The upstream provider broke off the stream.")
+                )
         finally:
             with anyio.CancelScope(shield=True):
                 await response.close()
@@ -288,25 +316,42 @@ class Gateway:
         record.cost_usd = cost_of(call.served.price, tokens)
         record.model = call.served.id
 
+    async def abandon(self, call: Call, error: GatewayError | None = None) -> None:
+        """The last resort when nothing else settled the call (an unexpected exception, or
+        a stream whose relay never started): the upstream is let go, the hold returned, and
+        the request recorded with `error` (the gateway's own failure by default)."""
+        if call.settled:
+            return
+        if call.response is not None:
+            await call.response.close()
+        await self.fail(call, error or errors.internal_error())
+
     async def settle(self, call: Call) -> None:
         if call.settled:
             return
         gateway_ms, upstream_ms = call.timing()
-        call.record.latency_ms = round(gateway_ms + upstream_ms)
-        call.record.upstream_ms = round(upstream_ms)
+        record = call.record
+        record.latency_ms = round(gateway_ms + upstream_ms)
+        record.upstream_ms = round(upstream_ms)
         failure: Exception | None = None
-        for _ in range(SETTLE_ATTEMPTS):
+        for attempt in range(SETTLE_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(random.uniform(0, SETTLE_BACKOFF_SECONDS * 2**attempt))
             try:
                 # Idempotent per request id, so a retry after an unclear failure is safe.
-                await self._ledger.settle(call.record, call.held)
+                await self._ledger.settle(record, call.held)
                 failure = None
                 break
             except Exception as exc:  # any store failure is retried, then reported
                 failure = exc
         call.settled = True
+        if record.cost_usd > call.held:
+            # The upstream generated past the limit it was sent; the balance may go below
+            # zero by the difference. Reported and alarmed, never silent.
+            self._observer.hold_exceeded(record, call.held)
         if failure is not None:
-            self._observer.settle_failed(call.record, failure)
-        self._observer.request_finished(call.record)
+            self._observer.settle_failed(record, failure)
+        self._observer.request_finished(record)
 
 
 def _new_call(key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str) -> Call:
@@ -324,7 +369,7 @@ def _new_call(key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str) 
 
 def _check_fits(model: Model, parsed: ParsedRequest) -> None:
     wants_embedding = parsed.endpoint == "embeddings"
-    if wants_embedding != (model.kind == "embedding"):
+    if model.kind is not None and wants_embedding != (model.kind == "embedding"):
         what = "an embedding" if wants_embedding else "a chat or completion"
         raise errors.bad_request(
             f"The model '{model.id}' is not {what} model.",
@@ -341,8 +386,23 @@ def _check_fits(model: Model, parsed: ParsedRequest) -> None:
         )
 
 
+def _output_limit(parsed: ParsedRequest, model: Model) -> int:
+    """Tokens one choice may generate: what the request asks, else the model's cap."""
+    if parsed.endpoint == "embeddings":
+        return 0
+    return parsed.max_output_tokens or model.max_output_tokens
+
+
 def _upstream_body(parsed: ParsedRequest, model: Model) -> bytes:
     payload = dict(parsed.payload, model=model.upstream)
+    if parsed.endpoint != "embeddings":
+        # The field this upstream reads always carries a limit within the hold: the client's
+        # own (moved from the other field if need be), else the one the hold assumed.
+        read = "max_tokens" if parsed.endpoint == "completions" else None
+        read = read or model.provider.output_limit_field
+        other = "max_completion_tokens" if read == "max_tokens" else "max_tokens"
+        if read not in payload:
+            payload[read] = payload.pop(other, None) or _output_limit(parsed, model)
     if parsed.stream:
         # Always ask for usage so the stream is charged exactly; hidden if not asked for.
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
@@ -370,22 +430,26 @@ def _from_upstream(provider: str, status: int, raw: bytes) -> GatewayError:
     )
 
 
-def _usage_of_body(raw: bytes, call: Call) -> TokenCounts | None:
+def _usage_of_body(raw: bytes, parsed: ParsedRequest | None) -> TokenCounts | None:
+    """The upstream's usage, else an estimate (marked so) from everything it generated.
+    Reads any body without raising: a broken answer is charged, never left unsettled."""
     try:
         payload: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
-    usage = usage_from(payload.get("usage")) if isinstance(payload, dict) else None
+    if not isinstance(payload, dict):
+        payload = {}
+    usage = usage_from(payload.get("usage"))
     if usage is not None:
         return usage
-    assert call.parsed is not None
+    choices = payload.get("choices")
     completion_chars = 0
-    if isinstance(payload, dict):
-        for choice in payload.get("choices") or []:
-            message = choice.get("message") if isinstance(choice, dict) else None
-            text = message.get("content") if isinstance(message, dict) else choice.get("text")
-            if isinstance(text, str):
-                completion_chars += len(text)
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict):
+            text = choice.get("text")  # legacy completions
+            completion_chars += generated_chars(choice.get("message"))
+            completion_chars += len(text) if isinstance(text, str) else 0
+    prompt_chars = parsed.prompt_chars if parsed is not None else 0
     return TokenCounts(
-        estimate_tokens(call.parsed.prompt_chars), estimate_tokens(completion_chars), estimated=True
+        estimate_tokens(prompt_chars), estimate_tokens(completion_chars), estimated=True
     )

@@ -24,7 +24,8 @@ class RateLimited(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The gateway's own data store did not answer (after its retries)."""
+    """The gateway's own data store did not answer, or stayed in conflict, after its
+    retries."""
 
 
 class UpstreamTimeout(Exception):
@@ -61,8 +62,10 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     async def send(
-        self, provider: Provider, path: str, body: bytes, stream: bool
-    ) -> UpstreamResponse: ...
+        self, provider: Provider, path: str, body: bytes, stream: bool, seconds_left: float
+    ) -> UpstreamResponse:
+        """`seconds_left`: seconds the whole exchange may take, reading the answer included
+        (UpstreamTimeout past it): what is left of the request's deadline."""
 
 
 class Observer(Protocol):
@@ -70,3 +73,6 @@ class Observer(Protocol):
 
     def settle_failed(self, record: UsageRecord, error: Exception) -> None:
         """The hold could not be settled: an operator must reconcile this request."""
+
+    def hold_exceeded(self, record: UsageRecord, held: Decimal) -> None:
+        """The upstream charged more than the hold (it ignored the output limit)."""

@@ -1,5 +1,11 @@
-"""Validation of the few request fields the gateway acts on; every other field passes
-through to the upstream untouched (tools, response_format, seed, logprobs, ...)."""
+"""Validation of the request fields the gateway acts on; every other field passes through
+to the upstream untouched (response_format, seed, logprobs, ...).
+
+Every number the hold is computed from is validated here, on every endpoint, whatever the
+endpoint's own schema: `max_tokens`, `max_completion_tokens`, `n` and `best_of`. A value
+the gateway would multiply into the hold must be a positive integer below a documented
+bound, so the hold is always positive and always fits DynamoDB's number type.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,34 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from dynoyard.domain.errors import GatewayError, bad_request
+from dynoyard.domain.metering import CHARS_PER_TOKEN_ESTIMATE
 
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+# Explicit limits (README, "Limits").
+MAX_OUTPUT_TOKENS = 1_000_000  # per choice; a model's own `max_output_tokens` is lower
+MAX_CHOICES = 128  # OpenAI's bound on `n`
+MAX_BEST_OF = 20  # OpenAI's bound on `best_of`
+MAX_JSON_DEPTH = 64  # deeper bodies are refused before anything walks them
+
+OutputTokens = Annotated[StrictInt, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
+# Parts of a message whose tokens do not show in their characters: the hold allows a fixed
+# number of tokens for each.
+MEDIA_PART_TYPES = frozenset(
+    {"image_url", "input_image", "image", "input_audio", "audio", "file", "input_file"}
+)
+# Fields whose text reaches the model as prompt (for the estimate when no usage comes), and
+# the keys inside them whose strings are structure or media, not text.
+PROMPT_FIELDS = (
+    "messages",
+    "tools",
+    "functions",
+    "tool_choice",
+    "response_format",
+    "prompt",
+    "input",
+)
+NOT_PROMPT_TEXT = frozenset({"role", "type", "url", "data", "detail", "format"})
 
 
 class _Common(BaseModel):
@@ -20,28 +51,25 @@ class _Common(BaseModel):
     model: StrictStr = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: dict[str, Any] | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = 1
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_CHOICES)] | None = 1
+    max_tokens: OutputTokens | None = None
+    max_completion_tokens: OutputTokens | None = None
 
 
 class _Chat(_Common):
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
 
 
 class _Completion(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: PositiveInt | None = None
-    best_of: PositiveInt | None = None
+    best_of: Annotated[StrictInt, Field(ge=1, le=MAX_BEST_OF)] | None = None
 
 
-class _Embedding(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: StrictStr = Field(min_length=1)
+class _Embedding(_Common):
     input: str | list[str] | list[int] | list[list[int]]
 
 
-_SCHEMAS: dict[str, type[BaseModel]] = {
+_SCHEMAS: dict[str, type[_Common]] = {
     "chat/completions": _Chat,
     "completions": _Completion,
     "embeddings": _Embedding,
@@ -55,8 +83,9 @@ class ParsedRequest:
     model_id: str
     stream: bool
     client_wants_usage: bool
+    # The larger of max_tokens and max_completion_tokens, or None: the model's cap applies.
     max_output_tokens: int | None
-    choices: int
+    choices: int  # completions generated: n, or best_of where larger
     prompt_chars: int
     image_parts: int
 
@@ -64,6 +93,8 @@ class ParsedRequest:
 def parse_request(endpoint: Endpoint, body: bytes) -> ParsedRequest:
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request(
             "We could not parse the JSON body of your request. The body must be valid JSON."
@@ -72,28 +103,29 @@ def parse_request(endpoint: Endpoint, body: bytes) -> ParsedRequest:
         raise bad_request("The request body must be a JSON object.")
     if "model" not in payload:
         raise bad_request("You must provide a model parameter.", param="model")
+    chars, media = _walk(payload)
     try:
         parsed = _SCHEMAS[endpoint].model_validate(payload)
     except ValidationError as exc:
         raise _first_error(exc) from None
 
-    stream = bool(getattr(parsed, "stream", False))
-    options = getattr(parsed, "stream_options", None) or {}
-    max_out = getattr(parsed, "max_completion_tokens", None) or getattr(parsed, "max_tokens", None)
-    choices = max(getattr(parsed, "n", 1) or 1, getattr(parsed, "best_of", 1) or 1)
+    stream = bool(parsed.stream) and endpoint != "embeddings"
+    options = parsed.stream_options or {}
+    limits = [v for v in (parsed.max_tokens, parsed.max_completion_tokens) if v is not None]
+    best_of = parsed.best_of if isinstance(parsed, _Completion) else None
+    choices = max(parsed.n or 1, best_of or 1)
     if endpoint == "embeddings":
-        max_out, choices = 0, 1
-    text, images = _prompt_text(payload, endpoint)
+        limits, choices = [0], 1
     return ParsedRequest(
         endpoint=endpoint,
         payload=payload,
-        model_id=str(payload["model"]),
+        model_id=parsed.model,
         stream=stream,
-        client_wants_usage=bool(options.get("include_usage")),
-        max_output_tokens=max_out,
+        client_wants_usage=stream and options.get("include_usage") is True,
+        max_output_tokens=max(limits) if limits else None,
         choices=choices,
-        prompt_chars=text,
-        image_parts=images,
+        prompt_chars=chars,
+        image_parts=media,
     )
 
 
@@ -107,26 +139,38 @@ def _first_error(exc: ValidationError) -> GatewayError:
     return bad_request(f"Invalid value for '{where}': {first['msg']}.", param=param)
 
 
-def _prompt_text(payload: dict[str, Any], endpoint: Endpoint) -> tuple[int, int]:
-    """Characters of prompt text (for estimates) and the number of image parts (for the hold)."""
-    chars = images = 0
-    if endpoint == "chat/completions":
-        for message in payload.get("messages", []):
-            content = message.get("content")
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if not isinstance(part, dict):
-                        continue
-                    if part.get("type") == "text" and isinstance(part.get("text"), str):
-                        chars += len(part["text"])
-                    elif part.get("type") in ("image_url", "input_image", "input_audio"):
-                        images += 1
-        return chars, images
-    prompt = payload.get("prompt") if endpoint == "completions" else payload.get("input")
-    if isinstance(prompt, str):
-        return len(prompt), 0
-    if isinstance(prompt, list):
-        return sum(len(p) if isinstance(p, str | list) else 1 for p in prompt), 0
-    return 0, 0
+def _too_deep() -> GatewayError:
+    return bad_request(f"The request body is nested too deeply (at most {MAX_JSON_DEPTH} levels).")
+
+
+def _walk(payload: dict[str, Any]) -> tuple[int, int]:
+    """One pass over the body, without recursion: refuses nesting deeper than
+    MAX_JSON_DEPTH, and counts the characters of every prompt string (messages, tools,
+    structured content, the prompt or input) and the media parts (images, audio, files)."""
+    chars = media = 0
+    stack: list[tuple[Any, int, bool]] = [(payload, 1, False)]
+    while stack:
+        node, depth, is_prompt = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        if isinstance(node, dict):
+            part_type = node.get("type")
+            if is_prompt and isinstance(part_type, str) and part_type in MEDIA_PART_TYPES:
+                media += 1
+            for key, child in node.items():
+                if depth == 1:
+                    stack.append((child, 2, key in PROMPT_FIELDS))
+                elif isinstance(child, dict | list):
+                    stack.append((child, depth + 1, is_prompt))
+                elif is_prompt and isinstance(child, str) and key not in NOT_PROMPT_TEXT:
+                    chars += len(child)
+        elif isinstance(node, list):
+            for child in node:
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, is_prompt))
+                elif is_prompt:
+                    # A number in a prompt list is a token id.
+                    chars += len(child) if isinstance(child, str) else CHARS_PER_TOKEN_ESTIMATE
+        elif is_prompt and isinstance(node, str):
+            chars += len(node)
+    return chars, media

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from dynoyard.domain.metering import TokenCounts, estimate_tokens, usage_from
+from dynoyard.domain.errors import GatewayError
+from dynoyard.domain.metering import TokenCounts, estimate_tokens, generated_chars, usage_from
 
 DONE = b"[DONE]"
 
@@ -21,6 +22,7 @@ class StreamMeter:
     client_wants_usage: bool
     prompt_chars: int = 0  # for the estimate when no usage ever arrives
     usage: TokenCounts | None = None
+    # Chunks and characters of everything generated: content, reasoning, refusals, tool calls.
     content_chunks: int = 0
     content_chars: int = 0
     done: bool = False
@@ -63,8 +65,8 @@ class StreamMeter:
             return event
         try:
             payload = json.loads(data)
-        except ValueError:
-            return event
+        except (ValueError, RecursionError):
+            return event  # not ours to judge: forwarded as it came
         if not isinstance(payload, dict):
             return event
         if "error" in payload:
@@ -89,24 +91,12 @@ class StreamMeter:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if isinstance(delta, dict) and not text:
-                text = _tool_arguments(delta)
-            if isinstance(text, str) and text:
+            text = choice.get("text")  # legacy completions stream text, not deltas
+            chars = generated_chars(delta) if isinstance(delta, dict) else 0
+            chars += len(text) if isinstance(text, str) else 0
+            if chars:
                 self.content_chunks += 1
-                self.content_chars += len(text)
-
-
-def _tool_arguments(delta: dict[str, object]) -> str:
-    calls = delta.get("tool_calls")
-    if not isinstance(calls, list):
-        return ""
-    parts = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            parts.append(function["arguments"])
-    return "".join(parts)
+                self.content_chars += chars
 
 
 def _event_end(buffer: bytearray) -> tuple[int, int]:
@@ -128,7 +118,6 @@ def _data_of(event: bytes) -> bytes | None:
     return b"\n".join(parts) if parts else None
 
 
-def error_event(message: str, code: str, type_: str = "api_error") -> bytes:
+def error_event(error: GatewayError) -> bytes:
     """An error in OpenAI's shape as the last event of a broken stream."""
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return b"data: " + json.dumps(error.body()).encode() + b"\n\n"

@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
+from collections.abc import Callable
 from typing import Any
 
 from dynoyard.adapters.dynamo.admin import AccountsAdmin
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.ledger import HotPath
 from dynoyard.adapters.dynamo.usage import UsageRecords
+from dynoyard.settings import GatewaySettings
 
 
 class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
     """Every method is a coroutine; `BlockingStore` runs them for synchronous callers."""
 
-    def __init__(self, client: DynamoClient, accounts_table: str, usage_table: str) -> None:
+    def __init__(
+        self,
+        client: DynamoClient,
+        accounts_table: str,
+        usage_table: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = client
         self.accounts_table = accounts_table
         self.usage_table = usage_table
+        self._clock = clock
 
     async def aclose(self) -> None:
         await self._db.aclose()
@@ -50,5 +60,10 @@ class BlockingStore:
         return run
 
 
-def blocking_store(accounts_table: str, usage_table: str) -> BlockingStore:
-    return BlockingStore(DynamoStore(DynamoClient(), accounts_table, usage_table))
+def dynamo_store(settings: GatewaySettings) -> DynamoStore:
+    client = DynamoClient(settings.dynamodb_endpoint, settings.aws_region)
+    return DynamoStore(client, settings.accounts_table, settings.usage_table)
+
+
+def blocking_store(settings: GatewaySettings) -> BlockingStore:
+    return BlockingStore(dynamo_store(settings))

@@ -6,7 +6,7 @@ process), one conditional UpdateItem for the hold, one TransactWriteItems for th
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +14,18 @@ from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain
 from dynoyard.adapters.dynamo.usage import usage_item
 from dynoyard.domain.keys import ApiKey
-from dynoyard.domain.ports import InsufficientBalance, RateLimited
+from dynoyard.domain.ports import InsufficientBalance, RateLimited, StoreUnavailable
 from dynoyard.domain.usage import UsageRecord
+
+# Tries of the hold when requests race to open a new minute's window.
+HOLD_WINDOW_ATTEMPTS = 3
 
 
 class HotPath:
     """Implements the KeyStore and Ledger ports."""
 
     _db: DynamoClient
+    _clock: Callable[[], float]  # epoch seconds; tests pass a fake clock
     accounts_table: str
     usage_table: str
 
@@ -37,29 +41,61 @@ class HotPath:
         return _api_key(plain(item)) if item else None
 
     async def hold(self, org_id: str, amount: Decimal) -> None:
-        """One conditional write takes the hold and counts the request in this minute's
-        window (`rpm_<minute>`, the previous window removed), refused past the org's
-        `rate_limit_rpm`: the rate limit costs no extra round trip."""
-        now = time.time()
+        """One conditional write takes the hold and counts the request in the current
+        minute's window, refused past the org's `rate_limit_rpm`: the rate limit costs no
+        extra round trip, except for the first request of a new minute of a limited org,
+        which opens the window with a second write. The window is two attributes,
+        `rpm_minute` and `rpm_count`, so the item never grows with the org's age."""
+        if amount <= 0:
+            raise ValueError("a hold is always positive")
+        now = self._clock()
         minute = int(now // 60)
+        for _ in range(HOLD_WINDOW_ATTEMPTS):
+            item = await self._hold_once(org_id, amount, minute, in_window=True)
+            if item is None:
+                return
+            limit, balance = item.get("rate_limit_rpm"), item.get("balance_usd")
+            if balance is None or balance < amount or limit is None:
+                raise InsufficientBalance(org_id)
+            if item.get("rpm_minute") == minute:
+                raise RateLimited(retry_after_seconds=60 - int(now % 60))
+            # The window is an earlier minute's: open this minute's, unless another request
+            # just did (then the first write is tried again).
+            if await self._hold_once(org_id, amount, minute, in_window=False) is None:
+                return
+        raise StoreUnavailable("the rate-limit window kept moving")
+
+    async def _hold_once(
+        self, org_id: str, amount: Decimal, minute: int, in_window: bool
+    ) -> dict[str, Any] | None:
+        """None if the hold was taken; else the item as it was, to tell why not."""
+        if in_window:
+            update = "SET balance_usd = balance_usd - :amount ADD rpm_count :one"
+            condition = (
+                "balance_usd >= :amount AND (attribute_not_exists(rate_limit_rpm)"
+                " OR (rpm_minute = :minute AND rpm_count < rate_limit_rpm))"
+            )
+        else:
+            update = (
+                "SET balance_usd = balance_usd - :amount, rpm_minute = :minute, rpm_count = :one"
+            )
+            condition = (
+                "balance_usd >= :amount AND (attribute_not_exists(rpm_minute)"
+                " OR rpm_minute < :minute)"
+            )
         try:
             await self._db.call(
                 "UpdateItem",
                 {
                     "TableName": self.accounts_table,
                     "Key": org_key(org_id),
-                    "UpdateExpression": (
-                        "SET balance_usd = balance_usd - :amount ADD #now :one REMOVE #before"
-                    ),
-                    "ConditionExpression": (
-                        "balance_usd >= :amount AND (attribute_not_exists(rate_limit_rpm)"
-                        " OR attribute_not_exists(#now) OR #now < rate_limit_rpm)"
-                    ),
-                    "ExpressionAttributeNames": {
-                        "#now": f"rpm_{minute}",
-                        "#before": f"rpm_{minute - 1}",
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": {
+                        ":amount": num(amount),
+                        ":one": num(1),
+                        ":minute": num(minute),
                     },
-                    "ExpressionAttributeValues": {":amount": num(amount), ":one": num(1)},
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
                 idempotent=False,  # a lost answer must not take the hold twice
@@ -67,11 +103,8 @@ class HotPath:
         except DynamoError as error:
             if not error.condition_failed:
                 raise
-            item = plain(error.body.get("Item") or {})
-            limit, used = item.get("rate_limit_rpm"), item.get(f"rpm_{minute}", 0)
-            if limit is not None and used >= limit and item.get("balance_usd", 0) >= amount:
-                raise RateLimited(retry_after_seconds=60 - int(now % 60)) from None
-            raise InsufficientBalance(org_id) from None
+            return plain(error.body.get("Item") or {})
+        return None
 
     async def settle(self, record: UsageRecord, held: Decimal) -> None:
         put = {
