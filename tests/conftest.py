@@ -3,6 +3,7 @@ that is a real HTTP server on 127.0.0.1, and the gateway itself as a uvicorn pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -261,6 +262,8 @@ TEST_MODELS: list[dict[str, Any]] = [
         "fallbacks": ["test-chat"],
     },
     {"id": "test-400-fallback", "upstream": "fail-400", "fallbacks": ["test-chat"]},
+    # A cheap model that times out before a dear fallback: the hold is seen in flight.
+    {"id": "test-slow-to-dear", "upstream": "slow", "fallbacks": ["test-dear"]},
     # Only the CONTRACT's keys: no kind, no max_output_tokens, nothing optional.
     {"id": "test-contract-embed", "upstream": "embed", "contract_only": True},
 ]
@@ -327,12 +330,17 @@ GATEWAY_SETTINGS = {
 }
 
 
-@pytest.fixture(scope="session")
-def gateway(
-    tables: Tables, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_gateway(
+    tables: Tables,
+    catalog_path: Path,
+    log_dir: Path,
+    overrides: dict[str, str | None] | None = None,
 ) -> Iterator[GatewayProcess]:
+    """The gateway as a uvicorn process on a free port, with GATEWAY_SETTINGS changed by
+    `overrides` (a value of None unsets the variable); stopped on exit."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    log_path = log_dir / "gateway.log"
     env = {
         **os.environ,
         **tables.env,
@@ -341,6 +349,11 @@ def gateway(
         "FAKE_PROVIDER_KEY": UPSTREAM_SECRET,
     }
     env.pop("UNSET_PROVIDER_KEY", None)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -362,9 +375,22 @@ def gateway(
             cwd=ROOT,
         )
     base_url = f"http://127.0.0.1:{port}"
-    if not wait_healthy(base_url, process):
-        process.kill()
-        raise RuntimeError("gateway did not start:\n" + log_path.read_text())
-    yield GatewayProcess(base_url, log_path, process, env)
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        if not wait_healthy(base_url, process):
+            raise RuntimeError("gateway did not start:\n" + log_path.read_text())
+        yield GatewayProcess(base_url, log_path, process, env)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tables: Tables, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    with running_gateway(tables, catalog_path, tmp_path_factory.mktemp("gateway")) as process:
+        yield process

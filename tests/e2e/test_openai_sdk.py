@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from decimal import Decimal
 
 import httpx
@@ -50,6 +51,7 @@ def test_given_every_openai_field_when_sent_then_the_upstream_gets_it_untouched(
 ):
     provider, _ = fake_provider
     account = make_account()
+    marker = f"marker-{uuid.uuid4().hex}"
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     gateway.client(account.key).chat.completions.create(
         model="test-chat",
@@ -64,8 +66,9 @@ def test_given_every_openai_field_when_sent_then_the_upstream_gets_it_untouched(
         top_logprobs=2,
         temperature=0.3,
         extra_body={"provider_specific": {"x": 1}},
+        user=marker,
     )
-    seen = provider.requests[-1]
+    [seen] = provider.requests_for(marker)
     body = seen["payload"]
     assert body["model"] == "ok"  # the catalog's upstream name
     assert body["tools"] == tools and body["tool_choice"] == "auto"
@@ -77,7 +80,7 @@ def test_given_every_openai_field_when_sent_then_the_upstream_gets_it_untouched(
         True,
         2,
     )
-    assert body["provider_specific"] == {"x": 1}
+    assert body["provider_specific"] == {"x": 1} and body["user"] == marker
     # The provider sees the gateway's own key, never the client's.
     assert seen["auth"] == f"Bearer {UPSTREAM_SECRET}"
 
@@ -87,15 +90,20 @@ def test_given_a_stream_when_the_client_did_not_ask_for_usage_then_it_is_charged
 ):
     provider, _ = fake_provider
     account = make_account()
+    marker = f"marker-{uuid.uuid4().hex}"
     with gateway.client(account.key).chat.completions.with_streaming_response.create(
-        model="test-chat", messages=[{"role": "user", "content": "stream to me"}], stream=True
+        model="test-chat",
+        messages=[{"role": "user", "content": "stream to me"}],
+        stream=True,
+        user=marker,
     ) as response:
         request_id = response.headers["x-request-id"]
         chunks = list(response.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "COMPLETION-CANARY-" in text
     assert all(c.usage is None for c in chunks)
-    assert provider.requests[-1]["payload"]["stream_options"] == {"include_usage": True}
+    [seen] = provider.requests_for(marker)
+    assert seen["payload"]["stream_options"] == {"include_usage": True}
     record = tables.usage_item(request_id)
     assert record["status"]["N"] == "200" and record["usage_estimated"]["BOOL"] is False
     assert record["stream"]["BOOL"] is True
@@ -227,13 +235,16 @@ def test_given_upstream_4xx_when_called_then_its_status_and_message_reach_the_cl
 
 
 def test_given_a_failing_model_with_a_fallback_when_called_then_the_fallback_answers(
-    gateway, make_account, tables
+    gateway, make_account, tables, fake_provider
 ):
+    provider, _ = fake_provider
     account = make_account()
+    marker = f"marker-{uuid.uuid4().hex}"
     raw = gateway.client(account.key).chat.completions.with_raw_response.create(
-        model="test-fallback", messages=[{"role": "user", "content": "x"}]
+        model="test-fallback", messages=[{"role": "user", "content": "x"}], user=marker
     )
-    assert raw.parse().choices[0].message.content
+    assert "COMPLETION-CANARY-" in raw.parse().choices[0].message.content
+    assert [r["payload"]["model"] for r in provider.requests_for(marker)] == ["fail-500", "ok"]
     record = tables.usage_item(raw.headers["x-request-id"])
     assert record["model"]["S"] == "test-chat" and record["status"]["N"] == "200"
 

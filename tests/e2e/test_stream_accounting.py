@@ -4,6 +4,8 @@ never nothing."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from decimal import Decimal
 
 import httpx
@@ -13,11 +15,16 @@ import pytest
 from dynoyard.domain.money import MILLION
 
 
-def stream_request(gateway, key, model, content="tell me a long story"):
+def stream_request(gateway, key, model, content="tell me a long story", **extra):
     return httpx.stream(
         "POST",
         gateway.base_url + "/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": content}], "stream": True},
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": content}],
+            "stream": True,
+            **extra,
+        },
         headers={"authorization": f"Bearer {key}"},
         timeout=10,
     )
@@ -47,6 +54,31 @@ def test_given_a_client_that_leaves_mid_stream_when_settled_then_it_pays_for_wha
     prompt = int(record["prompt_tokens"]["N"])
     assert prompt == 5  # 'tell me a long story': 20 characters, four to a token
     assert charged(record) == (prompt * Decimal(1) + streamed * Decimal(2)) / MILLION
+    assert account.balance() == Decimal(10) - charged(record)
+
+
+def test_given_a_client_that_leaves_mid_stream_when_the_upstream_is_still_generating_then_its_call_is_cancelled(  # noqa: E501
+    gateway, make_account, tables, fake_provider
+):
+    provider, _ = fake_provider
+    account = make_account("10")
+    marker = f"marker-{uuid.uuid4().hex}"
+    # test-long streams 400 chunks 0.02 s apart: 8 s if read to the end.
+    with stream_request(gateway, account.key, "test-long", user=marker) as response:
+        assert response.status_code == 200
+        request_id = response.headers["x-request-id"]
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data: ")
+            if seen == 10:
+                break
+    left = time.monotonic()
+    assert provider.wait_finished(marker) == "disconnected"
+    assert time.monotonic() - left < 4  # closed when the client left, not at the end
+    assert len(provider.requests_for(marker)) == 1
+    record = tables.usage_item(request_id, timeout=10)
+    assert record["status"]["N"] == "499" and record["usage_estimated"]["BOOL"] is True
+    assert 1 <= int(record["completion_tokens"]["N"]) < 400
     assert account.balance() == Decimal(10) - charged(record)
 
 
