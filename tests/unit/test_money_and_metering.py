@@ -3,7 +3,14 @@ from decimal import Decimal
 import pytest
 
 from dynoyard.domain.catalog import parse_catalog
-from dynoyard.domain.metering import TokenCounts, cost_of, estimate_tokens, hold_for, usage_from
+from dynoyard.domain.metering import (
+    TokenCounts,
+    cost_of,
+    estimate_tokens,
+    generated_chars,
+    hold_for,
+    usage_from,
+)
 from dynoyard.domain.money import format_usd, parse_usd
 
 CATALOG = {
@@ -71,3 +78,15 @@ def test_given_text_when_estimated_then_four_chars_make_a_token_rounded_up():
     assert estimate_tokens(1) == 1
     assert estimate_tokens(8) == 2
     assert estimate_tokens(9) == 3
+
+
+def test_given_a_message_when_its_generated_text_is_measured_then_every_part_counts():
+    message = {
+        "content": [{"type": "text", "text": "abc"}, {"type": "image_url"}],
+        "reasoning_content": "12345",
+        "refusal": None,
+        "tool_calls": [{"function": {"arguments": "{}"}}, "junk"],
+        "function_call": {"arguments": "xy"},
+    }
+    assert generated_chars(message) == 3 + 5 + 2 + 2
+    assert generated_chars("not a message") == 0

@@ -63,3 +63,34 @@ def test_given_an_error_event_when_built_then_it_has_openai_shape():
     assert payload == {
         "error": {"message": "broken", "type": "api_error", "param": None, "code": "upstream_error"}
     }
+
+
+def sse_chunk(delta: dict) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+
+def test_given_only_reasoning_so_far_when_the_client_leaves_then_it_is_charged_as_output():
+    meter = StreamMeter(client_wants_usage=False, prompt_chars=40)
+    for _ in range(8):
+        meter.feed(sse_chunk({"reasoning_content": "thinking hard"}))
+    assert meter.produced_anything
+    tokens = meter.tokens()
+    assert tokens.estimated and tokens.completion_tokens == 26  # 8 x 13 chars / 4
+    assert tokens.prompt_tokens == 10
+
+
+def test_given_refusals_tool_arguments_and_reasoning_when_streamed_then_all_are_counted():
+    meter = StreamMeter(client_wants_usage=False)
+    meter.feed(sse_chunk({"refusal": "I can not help"}))
+    meter.feed(sse_chunk({"reasoning": "abcd"}))  # OpenRouter's name for it
+    meter.feed(sse_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]}))
+    meter.feed(sse_chunk({"content": "ok", "reasoning_content": "xy"}))
+    assert (meter.content_chunks, meter.content_chars) == (4, 14 + 4 + 7 + 4)
+
+
+def test_given_events_that_are_not_objects_or_too_deep_when_fed_then_they_pass_untouched():
+    meter = StreamMeter(client_wants_usage=False)
+    deep = b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"
+    odd = b'data: {"choices": ["x", 1, null, [2]]}\n\n'
+    assert meter.feed(deep + odd) == deep + odd
+    assert not meter.produced_anything
