@@ -9,8 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.domain.ports import InsufficientBalance
+from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.domain.ports import InsufficientBalance, RateLimited
 from dynoyard.domain.usage import UsageRecord
+from tests.conftest import ddb_endpoint
 
 
 def usage(org_id: str, request_id: str, cost: str, when: datetime | None = None) -> UsageRecord:
@@ -72,24 +75,92 @@ def test_given_an_unknown_org_when_holding_then_it_is_refused(tables):
         tables.store.hold("org_missing", Decimal("0.01"))
 
 
-def test_given_a_rate_limit_when_many_hold_at_once_then_exactly_the_limit_passes(
-    make_account, tables
-):
-    from dynoyard.domain.ports import RateLimited
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
 
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock_store(tables):
+    """A store on the test tables whose hold reads a fake clock, starting at a minute's
+    first second."""
+    clock = FakeClock(60 * 29_000_000.0)
+    client = DynamoClient(ddb_endpoint(), "us-east-1")
+    store = BlockingStore(DynamoStore(client, tables.accounts, tables.usage, clock=clock))
+    return store, clock
+
+
+def org_attributes(tables, org_id: str) -> dict:
+    key = {"pk": {"S": f"ORG#{org_id}"}, "sk": {"S": "META"}}
+    return tables.client.get_item(TableName=tables.accounts, Key=key, ConsistentRead=True)["Item"]
+
+
+def test_given_a_rate_limit_when_many_hold_at_once_then_exactly_the_limit_passes(
+    make_account, tables, clock_store
+):
+    store, clock = clock_store
     account = make_account("10")
-    tables.store.update_org_settings(account.org_id, rate_limit_rpm=5)
-    if time.time() % 60 > 55:
-        time.sleep(61 - time.time() % 60)
+    store.update_org_settings(account.org_id, rate_limit_rpm=5)
+    clock.now += 20  # mid-minute: the whole burst falls in one window, whatever the wall time
 
     def hold(_: int) -> str:
         try:
-            tables.store.hold(account.org_id, Decimal("0.01"))
+            store.hold(account.org_id, Decimal("0.01"))
             return "held"
-        except RateLimited:
+        except RateLimited as limited:
+            assert limited.retry_after_seconds == 40
             return "limited"
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(hold, range(12)))
     assert outcomes.count("held") == 5 and outcomes.count("limited") == 7
     assert account.balance() == Decimal("10") - 5 * Decimal("0.01")
+    clock.now += 40  # the next minute opens a new window
+    store.hold(account.org_id, Decimal("0.01"))
+
+
+def test_given_an_org_used_over_many_minutes_with_pauses_then_its_item_stays_the_same_size(
+    make_account, tables, clock_store
+):
+    store, clock = clock_store
+    account = make_account("10")
+    store.update_org_settings(account.org_id, rate_limit_rpm=2)
+    store.hold(account.org_id, Decimal("0.001"))
+    shape = set(org_attributes(tables, account.org_id))
+    for pause_minutes in [1, 2, 3, 5, 60, 1, 7, 2, 1440, 3] * 4:
+        clock.now += 60 * pause_minutes
+        store.hold(account.org_id, Decimal("0.001"))
+        store.hold(account.org_id, Decimal("0.001"))
+        with pytest.raises(RateLimited):
+            store.hold(account.org_id, Decimal("0.001"))  # the limit holds in every window
+    assert set(org_attributes(tables, account.org_id)) == shape
+    assert {"rpm_minute", "rpm_count"} <= shape
+    assert account.balance() == Decimal("10") - 81 * Decimal("0.001")
+
+
+def test_given_an_org_without_a_limit_when_holding_over_minutes_then_no_window_attributes_pile_up(
+    make_account, tables, clock_store
+):
+    store, clock = clock_store
+    account = make_account("10")
+    store.hold(account.org_id, Decimal("0.001"))
+    shape = set(org_attributes(tables, account.org_id))
+    for _ in range(30):
+        clock.now += 150
+        store.hold(account.org_id, Decimal("0.001"))
+    assert set(org_attributes(tables, account.org_id)) == shape
+
+
+@pytest.mark.parametrize("amount", ["0", "-0.5"])
+def test_given_a_hold_that_is_not_positive_when_taken_then_it_is_refused_and_nothing_moves(
+    make_account, tables, amount
+):
+    account = make_account("1")
+    with pytest.raises(ValueError):
+        tables.store.hold(account.org_id, Decimal(amount))
+    assert account.balance() == Decimal("1")
