@@ -295,7 +295,10 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await response.close()
                 call.record.status = status
-                self._charge(call, meter.tokens() if meter.produced_anything else None)
+                # A client that leaves pays for its prompt and what was generated so far;
+                # a stream the upstream broke before producing anything costs nothing.
+                paid = meter.produced_anything or status == CLIENT_CLOSED
+                self._charge(call, meter.tokens() if paid else None)
                 await self.settle(call)
 
     # -- settling -------------------------------------------------------------------------
