@@ -15,7 +15,14 @@ import httpx
 import pytest
 
 from dynoyard.domain.money import MILLION
-from tests.conftest import UPSTREAM_SECRET, model_price, running_gateway
+from tests.conftest import (
+    UPSTREAM_SECRET,
+    ThreadedServer,
+    ddb_endpoint,
+    model_price,
+    running_gateway,
+)
+from tests.fakes.conflict_proxy import ConflictProxy
 
 ENDPOINT_BODIES = {
     "chat/completions": {"model": "test-chat", "messages": [{"role": "user", "content": "hi"}]},
@@ -319,37 +326,43 @@ def test_given_a_catalog_entry_with_only_the_contract_keys_when_embedding_then_i
 # -- a busy organization ------------------------------------------------------------------
 
 
+async def burst(gateway, key: str, count: int) -> list[httpx.Response]:
+    body = {"model": "test-chat", "messages": [{"role": "user", "content": "hello there"}]}
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"{gateway.base_url}/v1/chat/completions",
+                    json=body,
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                for _ in range(count)
+            )
+        )
+
+
+def assert_reconciles(tables, account, start: Decimal, answers: list[httpx.Response]) -> None:
+    """Every answer has its record (503s included), and the balance is the start less the
+    records' costs, to the unit."""
+    records = {r["request_id"]["S"]: r for r in usage_records(tables, account.org_id)}
+    for answer in answers:
+        assert answer.headers["x-request-id"] in records
+        assert records[answer.headers["x-request-id"]]["status"]["N"] == str(answer.status_code)
+    spent = sum(Decimal(r["cost_usd"]["N"]) for r in records.values())
+    assert spent > 0 and account.balance() == start - spent
+
+
 def test_given_64_concurrent_requests_on_one_org_then_no_5xx_but_recorded_503s_and_it_reconciles(
     gateway, make_account, tables
 ):
     start = Decimal("5")
     account = make_account(str(start))
-    body = {"model": "test-chat", "messages": [{"role": "user", "content": "hello there"}]}
-
-    async def burst() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=64)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-            return await asyncio.gather(
-                *(
-                    client.post(
-                        f"{gateway.base_url}/v1/chat/completions",
-                        json=body,
-                        headers={"authorization": f"Bearer {account.key}"},
-                    )
-                    for _ in range(64)
-                )
-            )
-
-    answers = asyncio.run(burst())
+    answers = asyncio.run(burst(gateway, account.key, 64))
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 32
-    records = {r["request_id"]["S"]: r for r in usage_records(tables, account.org_id)}
-    for answer in answers:
-        assert answer.headers["x-request-id"] in records  # 503s included
-        assert records[answer.headers["x-request-id"]]["status"]["N"] == str(answer.status_code)
-    spent = sum(Decimal(r["cost_usd"]["N"]) for r in records.values())
-    assert spent > 0 and account.balance() == start - spent
+    assert_reconciles(tables, account, start, answers)
 
 
 # -- the deadline ---------------------------------------------------------------------------
@@ -407,3 +420,33 @@ def test_given_a_stream_longer_than_the_deadline_when_it_passes_then_it_ends_wit
     assert record["status"]["N"] == "504" and record["usage_estimated"]["BOOL"] is True
     cost = Decimal(record["cost_usd"]["N"])
     assert cost > 0 and account.balance() == Decimal(1) - cost
+
+
+# -- write conflicts ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conflicted_gateway(tables, catalog_path, tmp_path_factory):
+    """A gateway whose DynamoDB refuses a third of the holds and settles with write
+    conflicts, as a busy organization's item does on AWS."""
+    proxy = ConflictProxy(ddb_endpoint(), share=0.33)
+    with ThreadedServer(proxy.app) as server:
+        overrides = {"AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{server.port}"}
+        with running_gateway(
+            tables, catalog_path, tmp_path_factory.mktemp("conflicted"), overrides
+        ) as process:
+            yield process, proxy
+
+
+def test_given_write_conflicts_on_a_busy_org_when_64_requests_come_at_once_then_it_reconciles(
+    conflicted_gateway, make_account, tables
+):
+    gateway, proxy = conflicted_gateway
+    start = Decimal("5")
+    account = make_account(str(start))
+    answers = asyncio.run(burst(gateway, account.key, 64))
+    statuses = [a.status_code for a in answers]
+    assert proxy.injected["UpdateItem"] > 0 and proxy.injected["TransactWriteItems"] > 0
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 48
+    assert_reconciles(tables, account, start, answers)
