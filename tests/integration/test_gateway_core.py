@@ -24,12 +24,16 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.finished: list[UsageRecord] = []
         self.failed: list[tuple[UsageRecord, Exception]] = []
+        self.exceeded: list[tuple[UsageRecord, Decimal]] = []
 
     def request_finished(self, record: UsageRecord) -> None:
         self.finished.append(record)
 
     def settle_failed(self, record: UsageRecord, error: Exception) -> None:
         self.failed.append((record, error))
+
+    def hold_exceeded(self, record: UsageRecord, held: Decimal) -> None:
+        self.exceeded.append((record, held))
 
 
 def gateway_for(tables, fake_provider, usage_table: str, key_cache_seconds: float):
@@ -140,3 +144,51 @@ def test_given_an_unreachable_store_when_authenticating_then_503_not_a_crash(mak
         await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_given_a_hold_taken_when_an_unexpected_error_escapes_then_abandon_returns_it(
+    tables, fake_provider, make_account
+):
+    account = make_account("1")
+    gateway, observer, close = gateway_for(tables, fake_provider, tables.usage, 0)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    async def scenario() -> None:
+        key = await gateway.authenticate(f"Bearer {account.key}")
+        call = await gateway.start(key, "chat/completions", body, "127.0.0.1", "req_abandon")
+        assert await asyncio.to_thread(account.balance) < Decimal("1")  # held
+        await gateway.open_upstream(call)
+        await gateway.abandon(call)  # e.g. a bug between the upstream's answer and ours
+        await gateway.abandon(call)  # and again: settled once
+        await close()
+
+    asyncio.run(scenario())
+    assert account.balance() == Decimal("1")
+    assert [r.status for r in observer.finished] == [500]
+    assert observer.finished[0].error_code == "internal_error"
+
+
+def test_given_a_stream_whose_relay_never_starts_when_closed_then_it_is_settled_as_client_closed(
+    tables, fake_provider, make_account
+):
+    from dynoyard.domain.errors import client_closed
+
+    account = make_account("1")
+    gateway, observer, close = gateway_for(tables, fake_provider, tables.usage, 0)
+    body = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    ).encode()
+
+    async def scenario() -> None:
+        key = await gateway.authenticate(f"Bearer {account.key}")
+        call = await gateway.start(key, "chat/completions", body, "127.0.0.1", "req_unstarted")
+        response = await gateway.open_upstream(call)
+        relay = gateway.relay(call, response)
+        await relay.aclose()  # closing a generator that never ran runs none of its code
+        assert not call.settled
+        await gateway.abandon(call, client_closed())
+        await close()
+
+    asyncio.run(scenario())
+    assert account.balance() == Decimal("1")
+    assert [(r.status, r.error_code) for r in observer.finished] == [(499, "client_closed")]
