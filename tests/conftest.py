@@ -394,3 +394,114 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     with running_gateway(tables, catalog_path, tmp_path_factory.mktemp("gateway")) as process:
         yield process
+
+
+# -- the two Lambda entrances --------------------------------------------------------
+
+EVENTS = ROOT / "events"
+
+
+class FakeContext:
+    """The Lambda context object, as the runtime passes it."""
+
+    function_name = "dynoyard-gateway"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:dynoyard-gateway"
+    memory_limit_in_mb = 1024
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    log_group_name = "/aws/lambda/dynoyard-gateway"
+    log_stream_name = "2026/11/25/[$LATEST]abc"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def lambda_event(
+    name: str, key: str | None = None, raw_body: str | None = None, **body_changes: Any
+) -> dict[str, Any]:
+    """An API Gateway event from events/, with the key, a whole new body or some body
+    fields changed."""
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    if key is not None:
+        (data.get("headers") or {})["Authorization"] = f"Bearer {key}"
+        multi = data.get("multiValueHeaders") or {}
+        if "Authorization" in multi:
+            multi["Authorization"] = [f"Bearer {key}"]
+    if raw_body is not None:
+        data["body"] = raw_body
+    elif body_changes and data.get("body"):
+        body = json.loads(data["body"])
+        body.update(body_changes)
+        data["body"] = json.dumps(body)
+    return data
+
+
+def lambda_header(response: dict[str, Any], name: str) -> str:
+    for source in (response.get("headers") or {}, response.get("multiValueHeaders") or {}):
+        for key, value in source.items():
+            if key.lower() == name:
+                return str(value[0] if isinstance(value, list) else value)
+    raise KeyError(name)
+
+
+@contextlib.contextmanager
+def loaded_lambda_handler(tables: Tables, catalog_path: Path, name: str) -> Iterator[Any]:
+    """functions/gateway/app.py's handler, imported as Lambda would, in this process, with
+    the test gateway's settings in the environment while it is in use."""
+    import importlib.util
+
+    patch = pytest.MonkeyPatch()
+    for variable, value in {**tables.env, **GATEWAY_SETTINGS}.items():
+        patch.setenv(variable, value)
+    patch.setenv("DYNOYARD_MODELS_FILE", str(catalog_path))
+    patch.setenv("FAKE_PROVIDER_KEY", UPSTREAM_SECRET)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / "gateway" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module.handler
+    finally:
+        patch.undo()
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def stream_entrance(
+    tables: Tables, catalog_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """functions/gateway/run.sh as the Lambda Web Adapter runs it (uvicorn, trusting the
+    adapter's X-Forwarded-For), its output in a log file."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("stream-entrance") / "run.log"
+    env = {
+        **os.environ,
+        **tables.env,
+        **GATEWAY_SETTINGS,
+        "PORT": str(port),
+        "DYNOYARD_MODELS_FILE": str(catalog_path),
+        "FAKE_PROVIDER_KEY": UPSTREAM_SECRET,
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    env.pop("UNSET_PROVIDER_KEY", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["bash", str(ROOT / "functions" / "gateway" / "run.sh")],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_healthy(base_url, process):
+            raise RuntimeError("run.sh did not start:\n" + log_path.read_text())
+        yield GatewayProcess(base_url, log_path, process, env)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -4,7 +4,8 @@ upstream's response shapes, and remembers every request body it got.
 
 Each request is recorded with a `marker`: the request's `user` field when it is a string
 (tests send `user=<uuid>`), else None. Tests read what the fake saw with
-`requests_for(marker)`, never "the last request" of a fake shared by the whole session.
+`requests_for(marker)`, never "the last request" of a fake shared by the whole session, and
+the completion canaries it generated with `canaries_for(marker)`.
 
 Behaviours (the upstream model name):
 
@@ -22,8 +23,9 @@ Behaviours (the upstream model name):
 - `bad-choices`: 200 with `choices` holding non-objects.
 - `deep-nest`: 200 with a field nested 100,000 levels deep (one event of the stream too).
 - `stall`: streams 3 content chunks then nothing for 10 s.
-- `long`: 400 chunks 0.02 s apart (the first 200 reasoning); `disconnected` / `completed`
-  hold the markers of the streams the gateway closed early / read to the end.
+- `long`: 400 chunks 0.02 s apart (the first 200 reasoning, the first one a completion
+  canary); `disconnected` / `completed` hold the markers of the streams the gateway closed
+  early / read to the end.
 - `big`: a buffered answer of about 12 KB.
 """
 
@@ -32,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import secrets
+import string
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -66,9 +69,19 @@ IGNORED_LIMIT_TOKENS = 1_000_000
 BIG_WORDS = 2000
 
 
+CANARY_ALPHABET = string.ascii_letters + string.digits
+CANARY_PREFIX = "COMPLETION-CANARY-"
+
+
+def random_text(length: int = 32) -> str:
+    """Random letters and digits: no run of 12 of them turns up anywhere by chance."""
+    return "".join(secrets.choice(CANARY_ALPHABET) for _ in range(length))
+
+
 def completion_canary() -> str:
-    """Unique text the fake puts in every completion, for the privacy scans."""
-    return f"COMPLETION-CANARY-{uuid.uuid4().hex}"
+    """Unique text the fake puts in every completion, for the privacy scans: the prefix,
+    then 32 random letters and digits."""
+    return CANARY_PREFIX + random_text()
 
 
 def pieces_of(text: str, count: int = 5) -> list[str]:
@@ -91,6 +104,11 @@ def last_prompt_text(payload: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
+def _marker(payload: dict[str, Any]) -> str | None:
+    user = payload.get("user")
+    return user if isinstance(user, str) else None
+
+
 def masked_key(authorization: str | None) -> str:
     """How OpenAI quotes a wrong key: its first 8 characters, ****, its last 6."""
     key = (authorization or "").removeprefix("Bearer ").strip()
@@ -106,6 +124,7 @@ class FakeProvider:
         self.requests: list[dict[str, Any]] = []
         self.disconnected: set[str | None] = set()
         self.completed: set[str | None] = set()
+        self._canaries: dict[str | None, list[str]] = {}
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
@@ -120,6 +139,20 @@ class FakeProvider:
         with self._lock:
             return [r for r in self.requests if r["marker"] == marker]
 
+    def canaries_for(self, marker: str | None) -> list[str]:
+        """The completion canaries the fake generated for `marker`'s requests (the random
+        part of each, without the prefix), whether or not the client ever saw them."""
+        with self._lock:
+            return list(self._canaries.get(marker, []))
+
+    def _canary(self, payload: dict[str, Any]) -> str:
+        canary = completion_canary()
+        with self._lock:
+            self._canaries.setdefault(_marker(payload), []).append(
+                canary.removeprefix(CANARY_PREFIX)
+            )
+        return canary
+
     def wait_finished(self, marker: str | None, timeout: float = 15.0) -> str:
         """Wait until the stream of `marker` ended: 'disconnected' or 'completed'."""
         deadline = time.monotonic() + timeout
@@ -133,7 +166,6 @@ class FakeProvider:
 
     async def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = await request.json()
-        user = payload.get("user")
         with self._lock:
             self.requests.append(
                 {
@@ -141,7 +173,7 @@ class FakeProvider:
                     "payload": payload,
                     "auth": request.headers.get("authorization"),
                     "headers": dict(request.headers),
-                    "marker": user if isinstance(user, str) else None,
+                    "marker": _marker(payload),
                 }
             )
         return payload
@@ -152,9 +184,9 @@ class FakeProvider:
         failure = await self._failure(behaviour, payload, request)
         if failure is not None:
             return failure
-        marker = payload.get("user") if isinstance(payload.get("user"), str) else None
+        marker = _marker(payload)
         words = count_words(payload)
-        text = f"Here you are: {completion_canary()} ok"
+        text = f"Here you are: {self._canary(payload)} ok"
         stream = bool(payload.get("stream"))
         include = bool((payload.get("stream_options") or {}).get("include_usage"))
         if behaviour == "no-usage":
@@ -202,7 +234,7 @@ class FakeProvider:
             ]
             return _stream(_paced(_chunks(behaviour, deltas, spent if include else None), 0.02))
         if behaviour == "refusal":
-            refusal = f"I can not help with that. {completion_canary()}"
+            refusal = f"I can not help with that. {self._canary(payload)}"
             if not stream:
                 body = chat_completion(behaviour, refusal, words)
                 message = body["choices"][0]["message"]
@@ -249,6 +281,7 @@ class FakeProvider:
                 {"reasoning_content" if i < LONG_REASONING_CHUNKS else "content": f" tok{i}"}
                 for i in range(LONG_CHUNKS)
             ]
+            deltas[0]["reasoning_content"] = f" {self._canary(payload)}"  # in the first chunk
             spent = usage(words, LONG_CHUNKS)
             events = _chunks(behaviour, deltas, spent if include else None)
             return _stream(self._tracked(_paced(events, 0.02), marker))
@@ -272,7 +305,7 @@ class FakeProvider:
         failure = await self._failure(behaviour, payload, request)
         if failure is not None:
             return failure
-        text = f"Completed: {completion_canary()}"
+        text = f"Completed: {self._canary(payload)}"
         return _maybe_gzip(
             behaviour, JSONResponse(text_completion(behaviour, text, count_words(payload)))
         )
