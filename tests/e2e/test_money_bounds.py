@@ -258,18 +258,28 @@ def test_given_a_key_limited_to_one_model_when_it_fails_then_no_fallback_serves_
 # -- whatever the upstream sends, the hold is settled -------------------------------------
 
 
-@pytest.mark.parametrize("model", ["test-bad-choices", "test-deep-nest"])
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("model", "stream", "status"),
+    [
+        ("test-bad-choices", False, 200),  # JSON, odd inside: relayed, estimated
+        ("test-bad-choices", True, 200),
+        ("test-deep-nest", False, 502),  # no client could parse it: the upstream failed
+        ("test-deep-nest", True, 200),  # one odd event in a stream passes through
+    ],
+)
 def test_given_an_upstream_answer_the_gateway_can_not_read_when_relayed_then_it_is_settled(
-    gateway, make_account, tables, model, stream
+    gateway, make_account, tables, model, stream, status
 ):
     account = make_account("1")
     body = {"model": model, "messages": [{"role": "user", "content": "x" * 40}], "stream": stream}
     answer = post(gateway, account.key, "chat/completions", body)
-    assert answer.status_code == 200
+    assert answer.status_code == status
     record = tables.usage_item(answer.headers["x-request-id"])
-    assert record["status"]["N"] == "200"
-    # Charged what could be estimated (the prompt), and the rest of the hold returned.
+    assert record["status"]["N"] == str(status)
+    if status == 502:
+        assert answer.json()["error"]["code"] == "upstream_error"
+        assert "cost_usd" not in record or Decimal(record["cost_usd"]["N"]) == 0
+    # Charged at most what could be estimated (the prompt), and the rest of the hold returned.
     assert account.balance() == Decimal(1) - Decimal(record["cost_usd"]["N"])
     assert Decimal(record["cost_usd"]["N"]) < Decimal("0.001")
 

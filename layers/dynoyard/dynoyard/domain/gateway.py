@@ -258,8 +258,14 @@ class Gateway:
         finally:
             call.upstream_seconds += time.perf_counter() - began
             await response.close()
+        answer = _decoded(raw)
+        if answer is None:
+            # Not JSON the gateway (or any client) can read: the upstream's failure.
+            unreadable = errors.upstream_error("The upstream provider's answer could not be read.")
+            await self.fail(call, unreadable)
+            raise unreadable
         call.record.status = 200
-        self._charge(call, _usage_of_body(raw, call.parsed))
+        self._charge(call, _usage_of(answer, call.parsed))
         await self.settle(call)
         return raw
 
@@ -433,19 +439,23 @@ def _from_upstream(provider: str, status: int, raw: bytes) -> GatewayError:
     )
 
 
-def _usage_of_body(raw: bytes, parsed: ParsedRequest | None) -> TokenCounts | None:
-    """The upstream's usage, else an estimate (marked so) from everything it generated.
-    Reads any body without raising: a broken answer is charged, never left unsettled."""
+def _decoded(raw: bytes) -> dict[str, Any] | None:
+    """A buffered answer's JSON object; None if it is not one (or nests past what the
+    parser takes)."""
     try:
-        payload: Any = json.loads(raw)
+        payload = json.loads(raw)
     except (ValueError, RecursionError):
-        payload = None
-    if not isinstance(payload, dict):
-        payload = {}
-    usage = usage_from(payload.get("usage"))
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _usage_of(answer: dict[str, Any], parsed: ParsedRequest | None) -> TokenCounts:
+    """The upstream's usage, else an estimate (marked so) from everything it generated;
+    never raises, whatever shape the answer has."""
+    usage = usage_from(answer.get("usage"))
     if usage is not None:
         return usage
-    choices = payload.get("choices")
+    choices = answer.get("choices")
     completion_chars = 0
     for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, dict):
