@@ -100,7 +100,9 @@ def tables() -> Iterator[Tables]:
     ensure_tables(client, names)
     env.update(names)
     store = BlockingStore(
-        DynamoStore(DynamoClient(endpoint), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"])
+        DynamoStore(
+            DynamoClient(endpoint, "us-east-1"), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"]
+        )
     )
     yield Tables(env=env, names=names, client=client, store=store)
     for name in names.values():

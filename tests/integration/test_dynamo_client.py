@@ -206,7 +206,7 @@ def test_given_an_aws_profile_with_expiring_keys_when_calling_over_time_then_the
             fake.issued[f"AKIDPROC{n}"] = (f"proc-secret-{n}", f"proc-token-{n}")
 
         async def scenario() -> None:
-            client = DynamoClient(endpoint=fake.url)
+            client = DynamoClient(endpoint=fake.url, region="us-east-1")
             await client.call("GetItem", GET)
             # botocore refreshes within 15 minutes of expiry: the first key is there now.
             await asyncio.sleep(3)
@@ -365,7 +365,7 @@ def test_given_dynamodb_local_and_no_credentials_when_putting_then_getting_then_
     key = {"pk": item["pk"], "sk": item["sk"]}
 
     async def scenario() -> tuple[dict[str, Any], DynamoError]:
-        client = DynamoClient(endpoint=ddb_endpoint())
+        client = DynamoClient(endpoint=ddb_endpoint(), region="us-east-1")
         try:
             await client.call("PutItem", {"TableName": tables.accounts, "Item": item})
             got = await client.call(
@@ -414,7 +414,9 @@ def test_given_64_concurrent_requests_on_one_organization_when_dynamodb_answers_
             await store.settle(record, Decimal("0.3"))  # refunds 0.2 in a transaction
 
         async def scenario() -> list[BaseException | None]:
-            store = DynamoStore(DynamoClient(endpoint=proxy.url), tables.accounts, tables.usage)
+            store = DynamoStore(
+                DynamoClient(endpoint=proxy.url, region="us-east-1"), tables.accounts, tables.usage
+            )
             try:
                 return await asyncio.gather(
                     *(one(n, store) for n in range(requests)), return_exceptions=True

@@ -18,6 +18,7 @@ from dynoyard.domain.catalog import parse_catalog
 from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.gateway import Gateway
 from dynoyard.domain.usage import UsageRecord
+from tests.conftest import ddb_endpoint
 
 
 class RecordingObserver:
@@ -47,7 +48,7 @@ def gateway_for(tables, fake_provider, usage_table: str, key_cache_seconds: floa
         },
         environ={},
     )
-    store = DynamoStore(DynamoClient(), tables.accounts, usage_table)
+    store = DynamoStore(DynamoClient(ddb_endpoint(), "us-east-1"), tables.accounts, usage_table)
     upstream = AiohttpUpstream(lambda name: None)
     observer = RecordingObserver()
     gateway = Gateway(
@@ -117,7 +118,7 @@ def test_given_an_unreachable_store_when_authenticating_then_503_not_a_crash(mak
     from tests.conftest import free_port
 
     account = make_account("1")
-    dead = DynamoClient(endpoint=f"http://127.0.0.1:{free_port()}")
+    dead = DynamoClient(f"http://127.0.0.1:{free_port()}", "us-east-1")
     store = DynamoStore(dead, "accounts", "usage")
     gateway = Gateway(
         parse_catalog(

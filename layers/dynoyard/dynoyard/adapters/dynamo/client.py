@@ -90,18 +90,10 @@ class DynamoError(Exception):
 
 
 class DynamoClient:
-    def __init__(self, endpoint: str | None = None, region: str | None = None) -> None:
-        self.region = (
-            region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1"
-        )
-        self.endpoint = (
-            endpoint
-            or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
-            or f"https://dynamodb.{self.region}.amazonaws.com"
-        ).rstrip("/")
+    def __init__(self, endpoint: str | None, region: str) -> None:
+        """`endpoint` None: DynamoDB's own in `region` (both from the settings)."""
+        self.region = region
+        self.endpoint = (endpoint or f"https://dynamodb.{region}.amazonaws.com").rstrip("/")
         self._url = URL(self.endpoint + "/")
         self._sessions = SessionPerLoop(limit=256)
         self._timeout = aiohttp.ClientTimeout(total=5.0, sock_connect=2.0)
