@@ -37,10 +37,10 @@ class DynamoCounter:
         """Wraps DynamoClient.call: one count and one timing per operation."""
         original = client.call
 
-        async def counted(operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        async def counted(operation: str, params: dict[str, Any], **options: Any) -> dict[str, Any]:
             began = time.perf_counter()
             try:
-                return await original(operation, params)  # type: ignore[no-any-return]
+                return await original(operation, params, **options)  # type: ignore[no-any-return]
             finally:
                 self.sends[operation] += 1
                 self.call_ms.append((time.perf_counter() - began) * 1000)

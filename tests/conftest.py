@@ -332,17 +332,11 @@ GATEWAY_SETTINGS = {
 }
 
 
-@contextlib.contextmanager
-def running_gateway(
-    tables: Tables,
-    catalog_path: Path,
-    log_dir: Path,
-    overrides: dict[str, str | None] | None = None,
-) -> Iterator[GatewayProcess]:
-    """The gateway as a uvicorn process on a free port, with GATEWAY_SETTINGS changed by
-    `overrides` (a value of None unsets the variable); stopped on exit."""
-    port = free_port()
-    log_path = log_dir / "gateway.log"
+def gateway_env(
+    tables: Tables, catalog_path: Path, overrides: dict[str, str | None] | None = None
+) -> dict[str, str]:
+    """The environment of a test gateway: GATEWAY_SETTINGS changed by `overrides` (a value
+    of None unsets the variable)."""
     env = {
         **os.environ,
         **tables.env,
@@ -356,30 +350,20 @@ def running_gateway(
             env.pop(name, None)
         else:
             env[name] = value
+    return env
+
+
+@contextlib.contextmanager
+def served(
+    argv: list[str], env: dict[str, str], port: int, log_path: Path
+) -> Iterator[GatewayProcess]:
+    """`argv` serving on `port`, its output in `log_path`; stopped on exit."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "dynoyard.api.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         if not wait_healthy(base_url, process):
-            raise RuntimeError("gateway did not start:\n" + log_path.read_text())
+            raise RuntimeError(f"{argv[-1]} did not start:\n" + log_path.read_text())
         yield GatewayProcess(base_url, log_path, process, env)
     finally:
         process.terminate()
@@ -388,6 +372,22 @@ def running_gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_gateway(
+    tables: Tables,
+    catalog_path: Path,
+    log_dir: Path,
+    overrides: dict[str, str | None] | None = None,
+) -> Iterator[GatewayProcess]:
+    """The gateway as a uvicorn process on a free port (see gateway_env); stopped on exit."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "dynoyard.api.app:create_app", "--factory"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env = gateway_env(tables, catalog_path, overrides)
+    with served(argv, env, port, log_dir / "gateway.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -476,34 +476,9 @@ def stream_entrance(
     """functions/gateway/run.sh as the Lambda Web Adapter runs it (uvicorn, trusting the
     adapter's X-Forwarded-For), its output in a log file."""
     port = free_port()
+    env = gateway_env(tables, catalog_path)
+    env |= {"PORT": str(port), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    argv = ["bash", str(ROOT / "functions" / "gateway" / "run.sh")]
     log_path = tmp_path_factory.mktemp("stream-entrance") / "run.log"
-    env = {
-        **os.environ,
-        **tables.env,
-        **GATEWAY_SETTINGS,
-        "PORT": str(port),
-        "DYNOYARD_MODELS_FILE": str(catalog_path),
-        "FAKE_PROVIDER_KEY": UPSTREAM_SECRET,
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-    }
-    env.pop("UNSET_PROVIDER_KEY", None)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["bash", str(ROOT / "functions" / "gateway" / "run.sh")],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_healthy(base_url, process):
-            raise RuntimeError("run.sh did not start:\n" + log_path.read_text())
-        yield GatewayProcess(base_url, log_path, process, env)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with served(argv, env, port, log_path) as process:
+        yield process

@@ -11,34 +11,9 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ENDPOINTS = ["chat/completions", "completions", "embeddings"]
+from tests.hostile import ENDPOINTS, REQUEST_FIELDS, json_values
+
 MODELS = ["test-chat", "test-embed", "test-contract-embed", "test-500", "nope", ""]
-VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
-    ),
-    max_leaves=12,
-)
-FIELDS = st.sampled_from(
-    [
-        "messages",
-        "prompt",
-        "input",
-        "stream",
-        "stream_options",
-        "n",
-        "best_of",
-        "max_tokens",
-        "max_completion_tokens",
-        "tools",
-        "temperature",
-    ]
-)
 
 
 @settings(
@@ -49,7 +24,7 @@ FIELDS = st.sampled_from(
 @given(
     endpoint=st.sampled_from(ENDPOINTS),
     model=st.sampled_from(MODELS),
-    fields=st.dictionaries(FIELDS, VALUES, max_size=5),
+    fields=st.dictionaries(REQUEST_FIELDS, json_values(max_leaves=12), max_size=5),
 )
 def test_fuzz_given_any_body_through_the_server_then_never_a_500_and_errors_are_openai_shaped(
     gateway, make_account, endpoint, model, fields

@@ -13,8 +13,8 @@ from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.gateway import _output_limit, _upstream_body
 from dynoyard.domain.metering import MIN_HOLD, hold_for
 from dynoyard.domain.requests import parse_request
+from tests.hostile import ENDPOINTS, REQUEST_FIELDS, json_values
 
-ENDPOINTS = ("chat/completions", "completions", "embeddings")
 BASE = {
     "chat/completions": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
     "completions": {"model": "m", "prompt": "hi"},
@@ -149,35 +149,10 @@ def test_given_a_legacy_completion_when_forwarded_then_max_tokens_carries_the_li
     assert "max_tokens" not in embedding and "max_completion_tokens" not in embedding
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=30,
-)
-FIELDS = st.sampled_from(
-    [
-        "model",
-        "messages",
-        "prompt",
-        "input",
-        "stream",
-        "stream_options",
-        "n",
-        "best_of",
-        "max_tokens",
-        "max_completion_tokens",
-        "tools",
-    ]
-)
-NUMBERS = st.integers(min_value=-(10**45), max_value=10**45)
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     endpoint=st.sampled_from(ENDPOINTS),
-    overrides=st.dictionaries(FIELDS, JSON_VALUES | NUMBERS, max_size=5),
+    overrides=st.dictionaries(REQUEST_FIELDS, json_values(max_leaves=30), max_size=5),
 )
 def test_fuzz_given_any_json_body_when_parsed_then_a_bounded_request_or_a_400(endpoint, overrides):
     body = json.dumps({**BASE[endpoint], **overrides}).encode()
