@@ -12,7 +12,12 @@ from starlette.responses import JSONResponse, Response
 from dynoyard.api.responses import RelayResponse
 from dynoyard.api.runtime import Runtime
 from dynoyard.domain.catalog import Model
-from dynoyard.domain.errors import GatewayError, client_closed, request_too_large
+from dynoyard.domain.errors import (
+    GatewayError,
+    client_closed,
+    rate_limit_headers,
+    request_too_large,
+)
 from dynoyard.domain.requests import Endpoint
 
 MODEL_CREATED = 0  # the catalog has no creation dates; OpenAI's field is required
@@ -59,14 +64,15 @@ def build_router(runtime: Runtime) -> APIRouter:
         call = await gateway.start(key, endpoint, body, ip, request_id)
         try:
             upstream = await gateway.open_upstream(call)
+            headers = rate_limit_headers(call.hold.limits if call.hold is not None else ())
             if call.parsed is not None and call.parsed.stream:
                 return RelayResponse(
                     gateway.relay(call, upstream),
                     on_close=lambda: gateway.abandon(call, client_closed()),
-                    headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+                    headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
                 )
             raw = await gateway.complete(call, upstream)
-            return Response(raw, media_type="application/json")
+            return Response(raw, media_type="application/json", headers=headers)
         except BaseException:
             # Whatever escaped, the hold is returned before the answer (or the cancellation)
             # goes on; a stream settles itself when it closes.

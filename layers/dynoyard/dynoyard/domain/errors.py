@@ -4,7 +4,11 @@ event and the middleware's last-resort 500 all use it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dynoyard.domain.ports import LimitState, RateLimited
 
 
 class GatewayError(Exception):
@@ -77,13 +81,26 @@ def insufficient_quota() -> GatewayError:
     )
 
 
-def rate_limited(retry_after_seconds: int) -> GatewayError:
+def rate_limit_headers(states: Iterable[LimitState]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the limits a request counted against."""
+    headers: dict[str, str] = {}
+    for state in states:
+        headers[f"x-ratelimit-limit-{state.kind}"] = str(state.limit)
+        headers[f"x-ratelimit-remaining-{state.kind}"] = str(state.remaining)
+        headers[f"x-ratelimit-reset-{state.kind}"] = f"{state.reset_seconds}s"
+    return headers
+
+
+def rate_limited(limited: RateLimited) -> GatewayError:
+    state = limited.state
+    headers = rate_limit_headers([state] if state is not None else [])
+    headers["retry-after"] = str(limited.retry_after_seconds)
     return GatewayError(
         429,
-        "Rate limit reached for requests per minute. Retry after the time in 'retry-after'.",
-        type="requests",
+        f"{limited.message} Retry after the time in 'retry-after'.",
+        type=state.kind if state is not None else "requests",
         code="rate_limit_exceeded",
-        headers={"retry-after": str(retry_after_seconds)},
+        headers=headers,
     )
 
 

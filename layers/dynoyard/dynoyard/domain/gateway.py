@@ -32,9 +32,12 @@ from dynoyard.domain.metering import (
     estimate_tokens,
     generated_chars,
     hold_for,
+    token_bound,
     usage_from,
 )
 from dynoyard.domain.ports import (
+    CacheEntry,
+    Hold,
     InsufficientBalance,
     KeyStore,
     Ledger,
@@ -68,13 +71,18 @@ class Call:
     route: list[Model] = field(default_factory=list)
     served: Model | None = None
     response: UpstreamResponse | None = None  # the answer being relayed, once one is open
-    held: Decimal = Decimal(0)
+    hold: Hold | None = None
+    cache_entry: CacheEntry | None = None  # an answer to keep, written with the settle
     upstream_seconds: float = 0.0
     settled: bool = False
     deadline: float = float("inf")  # time.monotonic() by which the upstream work must end
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    @property
+    def held(self) -> Decimal:
+        return self.hold.amount if self.hold is not None else Decimal(0)
 
     def timing(self) -> tuple[float, float]:
         """(gateway ms, upstream ms) so far."""
@@ -165,19 +173,24 @@ class Gateway:
             _check_fits(model, parsed)
             call.parsed = parsed
             call.route = self.catalog.route(model, key.allows)
-            hold = max(
+            amount = max(
                 hold_for(m, len(body), parsed.image_parts, _output_limit(parsed, m), parsed.choices)
                 for m in call.route
             )
+            tokens = max(
+                token_bound(
+                    len(body), parsed.image_parts, _output_limit(parsed, m), parsed.choices
+                ).total_tokens
+                for m in call.route
+            )
             try:
-                await self._ledger.hold(key.org_id, hold)
+                call.hold = await self._ledger.hold(key.org_id, amount, key, tokens)
             except InsufficientBalance:
                 raise errors.insufficient_quota() from None
             except RateLimited as limited:
-                raise errors.rate_limited(limited.retry_after_seconds) from None
+                raise errors.rate_limited(limited) from None
             except StoreUnavailable:
                 raise errors.store_unavailable() from None
-            call.held = hold
         except GatewayError as error:
             await self.fail(call, error)
             raise
@@ -348,7 +361,12 @@ class Gateway:
                 await anyio.sleep(random.uniform(0, SETTLE_BACKOFF_SECONDS * 2**attempt))
             try:
                 # Idempotent per request id, so a retry after an unclear failure is safe.
-                await self._ledger.settle(record, call.held)
+                await self._ledger.settle(
+                    record,
+                    call.held,
+                    call.hold.key_charge if call.hold is not None else None,
+                    call.cache_entry,
+                )
                 failure = None
                 break
             except Exception as exc:  # any store failure is retried, then reported

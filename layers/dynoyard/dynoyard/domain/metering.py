@@ -48,14 +48,21 @@ def cost_of(price: Price, tokens: TokenCounts) -> Decimal:
     ) / MILLION
 
 
-def hold_for(
-    model: Model, body_bytes: int, image_parts: int, max_output_tokens: int, choices: int
-) -> Decimal:
+def token_bound(
+    body_bytes: int, image_parts: int, max_output_tokens: int, choices: int
+) -> TokenCounts:
+    """At most how many tokens a request can be charged for (see the module's text)."""
     if min(body_bytes, image_parts, max_output_tokens) < 0 or choices < 1:
         raise ValueError("a hold is computed from counts that are never negative")
     prompt_bound = body_bytes + image_parts * IMAGE_TOKEN_ALLOWANCE
-    completion_bound = max_output_tokens * choices
-    return max(cost_of(model.price, TokenCounts(prompt_bound, completion_bound)), MIN_HOLD)
+    return TokenCounts(prompt_bound, max_output_tokens * choices)
+
+
+def hold_for(
+    model: Model, body_bytes: int, image_parts: int, max_output_tokens: int, choices: int
+) -> Decimal:
+    bound = token_bound(body_bytes, image_parts, max_output_tokens, choices)
+    return max(cost_of(model.price, bound), MIN_HOLD)
 
 
 def estimate_tokens(chars: int) -> int:

@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 from dynoyard.domain.catalog import Provider
 from dynoyard.domain.keys import ApiKey
 from dynoyard.domain.usage import UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """Where one rate limit stands after a request counted against it (OpenAI's
+    x-ratelimit-* headers)."""
+
+    kind: Literal["requests", "tokens"]
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCharge:
+    """What a hold counted against a key's own limits, for the settle to give back what
+    the request did not use."""
+
+    key_hash: str
+    taken_at: float  # epoch seconds: the windows the hold counted in
+    amount: Decimal  # against the daily and monthly spend caps
+    tokens: int  # against the tokens-per-minute limit
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A hold taken, and what the organization's item said as it was taken."""
+
+    amount: Decimal
+    cache_ttl_seconds: int | None = None  # the org's opt-in response cache; None: off
+    limits: tuple[LimitState, ...] = ()
+    key_charge: KeyCharge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """An answer to keep in the organization's response cache (only for orgs that opted
+    in), written with the settle."""
+
+    org_id: str
+    request_hash: str
+    answer: bytes
+    expires_at: int  # epoch seconds
 
 
 class InsufficientBalance(Exception):
@@ -16,11 +60,18 @@ class InsufficientBalance(Exception):
 
 
 class RateLimited(Exception):
-    """The organization has made its requests-per-minute allowance this minute."""
+    """A rate limit or spend cap refuses the request until `retry_after_seconds`."""
 
-    def __init__(self, retry_after_seconds: int) -> None:
+    def __init__(
+        self,
+        retry_after_seconds: int,
+        state: LimitState | None = None,
+        message: str = "Rate limit reached for requests per minute.",
+    ) -> None:
         super().__init__(retry_after_seconds)
         self.retry_after_seconds = retry_after_seconds
+        self.state = state
+        self.message = message
 
 
 class StoreUnavailable(Exception):
@@ -41,13 +92,23 @@ class KeyStore(Protocol):
 
 
 class Ledger(Protocol):
-    async def hold(self, org_id: str, amount: Decimal) -> None:
-        """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance), and count
-        the request against the organization's per-minute limit (else RateLimited)."""
+    async def hold(
+        self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
+    ) -> Hold:
+        """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance), and
+        count the request against the organization's and the key's limits and caps (else
+        RateLimited); no extra round trip for a key without limits."""
 
-    async def settle(self, record: UsageRecord, held: Decimal) -> None:
-        """Return `held - record.cost_usd` to the balance and store the record, atomically and
-        at most once per request id."""
+    async def settle(
+        self,
+        record: UsageRecord,
+        held: Decimal,
+        key_charge: KeyCharge | None = None,
+        cache_entry: CacheEntry | None = None,
+    ) -> None:
+        """Return `held - record.cost_usd` to the balance (and what the key's caps held
+        beyond what was used), store the record and the cache entry, atomically and at most
+        once per request id."""
 
 
 class UpstreamResponse(Protocol):

@@ -13,8 +13,17 @@ from typing import Any
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain
 from dynoyard.adapters.dynamo.usage import usage_item
+from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS
 from dynoyard.domain.keys import ApiKey
-from dynoyard.domain.ports import InsufficientBalance, RateLimited, StoreUnavailable
+from dynoyard.domain.ports import (
+    CacheEntry,
+    Hold,
+    InsufficientBalance,
+    KeyCharge,
+    LimitState,
+    RateLimited,
+    StoreUnavailable,
+)
 from dynoyard.domain.usage import UsageRecord
 
 # Tries of the hold when requests race to open a new minute's window.
@@ -40,35 +49,41 @@ class HotPath:
         item = answer.get("Item")
         return _api_key(plain(item)) if item else None
 
-    async def hold(self, org_id: str, amount: Decimal) -> None:
+    async def hold(
+        self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
+    ) -> Hold:
         """One conditional write takes the hold and counts the request in the current
         minute's window, refused past the org's `rate_limit_rpm`: the rate limit costs no
         extra round trip, except for the first request of a new minute of a limited org,
         which opens the window with a second write. The window is two attributes,
-        `rpm_minute` and `rpm_count`, so the item never grows with the org's age."""
+        `rpm_minute` and `rpm_count`, so the item never grows with the org's age. The write
+        answers with the org's item, so its settings (the cache) cost no read either."""
         if amount <= 0:
             raise ValueError("a hold is always positive")
         now = self._clock()
         minute = int(now // 60)
         for _ in range(HOLD_WINDOW_ATTEMPTS):
-            item = await self._hold_once(org_id, amount, minute, in_window=True)
-            if item is None:
-                return
+            taken, item = await self._hold_once(org_id, amount, minute, in_window=True)
+            if taken:
+                return _hold_from(item, amount, now)
             limit, balance = item.get("rate_limit_rpm"), item.get("balance_usd")
             if balance is None or balance < amount or limit is None:
                 raise InsufficientBalance(org_id)
             if item.get("rpm_minute") == minute:
-                raise RateLimited(retry_after_seconds=60 - int(now % 60))
+                reset = 60 - int(now % 60)
+                raise RateLimited(reset, LimitState("requests", int(limit), 0, reset))
             # The window is an earlier minute's: open this minute's, unless another request
             # just did (then the first write is tried again).
-            if await self._hold_once(org_id, amount, minute, in_window=False) is None:
-                return
+            taken, item = await self._hold_once(org_id, amount, minute, in_window=False)
+            if taken:
+                return _hold_from(item, amount, now)
         raise StoreUnavailable("the rate-limit window kept moving")
 
     async def _hold_once(
         self, org_id: str, amount: Decimal, minute: int, in_window: bool
-    ) -> dict[str, Any] | None:
-        """None if the hold was taken; else the item as it was, to tell why not."""
+    ) -> tuple[bool, dict[str, Any]]:
+        """(True, the item after the write) if the hold was taken; else (False, the item as
+        it was), to tell why not."""
         if in_window:
             update = "SET balance_usd = balance_usd - :amount ADD rpm_count :one"
             condition = (
@@ -84,7 +99,7 @@ class HotPath:
                 " OR rpm_minute < :minute)"
             )
         try:
-            await self._db.call(
+            answer = await self._db.call(
                 "UpdateItem",
                 {
                     "TableName": self.accounts_table,
@@ -96,6 +111,7 @@ class HotPath:
                         ":one": num(1),
                         ":minute": num(minute),
                     },
+                    "ReturnValues": "ALL_NEW",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
                 idempotent=False,  # a lost answer must not take the hold twice
@@ -103,10 +119,16 @@ class HotPath:
         except DynamoError as error:
             if not error.condition_failed:
                 raise
-            return plain(error.body.get("Item") or {})
-        return None
+            return False, plain(error.body.get("Item") or {})
+        return True, plain(answer.get("Attributes") or {})
 
-    async def settle(self, record: UsageRecord, held: Decimal) -> None:
+    async def settle(
+        self,
+        record: UsageRecord,
+        held: Decimal,
+        key_charge: KeyCharge | None = None,
+        cache_entry: CacheEntry | None = None,
+    ) -> None:
         put = {
             "TableName": self.usage_table,
             "Item": usage_item(record),
@@ -144,3 +166,17 @@ def _api_key(item: dict[str, Any]) -> ApiKey:
         expires_at=int(expires) if expires is not None else None,
         revoked=bool(item.get("revoked", False)),
     )
+
+
+def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
+    """The hold, with the org's settings as its item said after the write."""
+    limits: tuple[LimitState, ...] = ()
+    limit = org.get("rate_limit_rpm")
+    if limit is not None:
+        used = int(org.get("rpm_count", 0))
+        limits = (
+            LimitState("requests", int(limit), max(int(limit) - used, 0), 60 - int(now % 60)),
+        )
+    cache_on = bool(org.get("cache_enabled", False))
+    ttl = int(org.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS))
+    return Hold(amount=amount, cache_ttl_seconds=ttl if cache_on else None, limits=limits)
