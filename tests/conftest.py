@@ -101,7 +101,10 @@ def tables() -> Iterator[Tables]:
     env.update(names)
     store = BlockingStore(
         DynamoStore(
-            DynamoClient(endpoint, "us-east-1"), names["ACCOUNTS_TABLE"], names["USAGE_TABLE"]
+            DynamoClient(endpoint, "us-east-1"),
+            names["ACCOUNTS_TABLE"],
+            names["USAGE_TABLE"],
+            cache_table=names["CACHE_TABLE"],
         )
     )
     yield Tables(env=env, names=names, client=client, store=store)

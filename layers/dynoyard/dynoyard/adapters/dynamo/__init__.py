@@ -26,10 +26,12 @@ class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
         accounts_table: str,
         usage_table: str,
         clock: Callable[[], float] = time.time,
+        cache_table: str = "dynoyard-cache",
     ) -> None:
         self._db = client
         self.accounts_table = accounts_table
         self.usage_table = usage_table
+        self.cache_table = cache_table
         self._clock = clock
 
     async def aclose(self) -> None:
@@ -62,7 +64,9 @@ class BlockingStore:
 
 def dynamo_store(settings: GatewaySettings) -> DynamoStore:
     client = DynamoClient(settings.dynamodb_endpoint, settings.aws_region)
-    return DynamoStore(client, settings.accounts_table, settings.usage_table)
+    return DynamoStore(
+        client, settings.accounts_table, settings.usage_table, cache_table=settings.cache_table
+    )
 
 
 def blocking_store(settings: GatewaySettings) -> BlockingStore:

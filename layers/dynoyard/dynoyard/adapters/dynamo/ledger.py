@@ -10,6 +10,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from dynoyard.adapters.dynamo.cache import cache_item
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain
 from dynoyard.adapters.dynamo.usage import usage_item
@@ -37,6 +38,7 @@ class HotPath:
     _clock: Callable[[], float]  # epoch seconds; tests pass a fake clock
     accounts_table: str
     usage_table: str
+    cache_table: str
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         answer = await self._db.call(
@@ -135,20 +137,23 @@ class HotPath:
             # The request id is in the sort key: a second settle of it changes nothing.
             "ConditionExpression": "attribute_not_exists(pk)",
         }
+        writes: list[dict[str, Any]] = [{"Put": put}]
         refund = held - record.cost_usd
-        try:
-            if refund == 0:
-                await self._db.call("PutItem", put)
-                return
+        if refund:
             refund_update = {
                 "TableName": self.accounts_table,
                 "Key": org_key(record.org_id),
                 "UpdateExpression": "ADD balance_usd :refund",
                 "ExpressionAttributeValues": {":refund": num(refund)},
             }
-            await self._db.call(
-                "TransactWriteItems", {"TransactItems": [{"Update": refund_update}, {"Put": put}]}
-            )
+            writes.append({"Update": refund_update})
+        if cache_entry is not None:
+            writes.append({"Put": {"TableName": self.cache_table, "Item": cache_item(cache_entry)}})
+        try:
+            if len(writes) == 1:
+                await self._db.call("PutItem", put)
+            else:
+                await self._db.call("TransactWriteItems", {"TransactItems": writes})
         except DynamoError as error:
             if not error.condition_failed:
                 raise
