@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dynoyard.domain.accounts import MAX_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
+from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
 
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--name", default="")
     key_create.add_argument("--models", help="comma-separated model ids the key may use")
     key_create.add_argument("--expires-in", type=_positive_int, metavar="DAYS")
+    key_create.add_argument("--rpm", type=_positive_int, help="requests per minute")
+    key_create.add_argument("--tpm", type=_positive_int, help="tokens per minute")
+    key_create.add_argument("--daily-usd", type=_amount, help="spend cap per UTC day")
+    key_create.add_argument("--monthly-usd", type=_amount, help="spend cap per UTC month")
     revoke = key.add_parser("revoke", help="revoke an API key")
     revoke.add_argument("key_id")
 
@@ -136,7 +141,11 @@ def _key_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
         return {"key_id": args.key_id, "revoked": True}
     models = frozenset(m.strip() for m in (args.models or "").split(",") if m.strip())
     expires_at = int(time.time()) + args.expires_in * 86_400 if args.expires_in else None
-    new = store.create_key(args.org, args.name, models, expires_at)
+    try:
+        limits = key_limits(args.rpm, args.tpm, args.daily_usd, args.monthly_usd)
+    except InvalidLimit as exc:
+        raise CliError(str(exc)) from None
+    new = store.create_key(args.org, args.name, models, expires_at, limits)
     return {"key_id": new.key_id, "api_key": new.secret}
 
 

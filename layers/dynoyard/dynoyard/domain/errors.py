@@ -104,6 +104,18 @@ def rate_limited(limited: RateLimited) -> GatewayError:
     )
 
 
+def spend_cap_reached(cap: str, retry_after_seconds: int) -> GatewayError:
+    period = "day" if cap == "daily_usd" else "month"
+    return GatewayError(
+        429,
+        f"This API key has reached its spend cap for the {period} (UTC). Retry after the"
+        " time in 'retry-after', or raise the cap.",
+        type="insufficient_quota",
+        code="spend_cap_reached",
+        headers={"retry-after": str(retry_after_seconds)},
+    )
+
+
 def store_unavailable() -> GatewayError:
     return GatewayError(
         503,

@@ -10,6 +10,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field
 
+from dynoyard.domain.limits import KeyLimits
+
 KEY_PREFIX = "sk-dy-"
 
 
@@ -30,6 +32,8 @@ class ApiKey:
     models: frozenset[str] = field(default_factory=frozenset)  # empty: every model
     expires_at: int | None = None  # epoch seconds
     revoked: bool = False
+    key_hash: str = ""  # the key item's id, where its limits' counters live
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
     def usable_at(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 from dynoyard.domain.catalog import Provider
 from dynoyard.domain.keys import ApiKey
+from dynoyard.domain.limits import LimitKind
 from dynoyard.domain.usage import UsageRecord
 
 
@@ -32,6 +33,7 @@ class KeyCharge:
     taken_at: float  # epoch seconds: the windows the hold counted in
     amount: Decimal  # against the daily and monthly spend caps
     tokens: int  # against the tokens-per-minute limit
+    kinds: frozenset[LimitKind]  # the limits counted, of which the refunded ones get back
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,15 @@ class CacheEntry:
     request_hash: str
     answer: bytes
     expires_at: int  # epoch seconds
+
+
+class SpendCapReached(Exception):
+    """A key's daily or monthly spend cap can not cover the request until the window ends."""
+
+    def __init__(self, cap: LimitKind, retry_after_seconds: int) -> None:
+        super().__init__(cap)
+        self.cap = cap
+        self.retry_after_seconds = retry_after_seconds
 
 
 class InsufficientBalance(Exception):

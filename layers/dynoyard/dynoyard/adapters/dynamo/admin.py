@@ -17,6 +17,7 @@ from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, now_iso, num, org_key, plain, typed
 from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
 from dynoyard.domain.keys import NewKey, generate_key, new_org_id
+from dynoyard.domain.limits import KeyLimits
 
 
 class AccountsAdmin:
@@ -140,6 +141,7 @@ class AccountsAdmin:
         name: str = "",
         models: frozenset[str] = frozenset(),
         expires_at: int | None = None,
+        limits: KeyLimits | None = None,
     ) -> NewKey:
         new = generate_key()
         key_item = {
@@ -155,6 +157,7 @@ class AccountsAdmin:
             "key_expires_at": expires_at,
             "revoked": False,
             "created_at": now_iso(),
+            **_limit_attributes(limits or KeyLimits()),
         }
         pointer = {
             "pk": f"KEYID#{new.key_id}",
@@ -211,3 +214,12 @@ def _org(item: dict[str, Any]) -> Org:
         cache_ttl_seconds=int(item.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS)),
         rate_limit_rpm=int(item["rate_limit_rpm"]) if "rate_limit_rpm" in item else None,
     )
+
+
+def _limit_attributes(limits: KeyLimits) -> dict[str, Any]:
+    return {
+        "limit_rpm": limits.rpm,
+        "limit_tpm": limits.tpm,
+        "limit_daily_usd": limits.daily_usd,
+        "limit_monthly_usd": limits.monthly_usd,
+    }

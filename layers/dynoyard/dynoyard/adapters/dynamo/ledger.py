@@ -7,8 +7,9 @@ process), one conditional UpdateItem for the hold, one TransactWriteItems for th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from dynoyard.adapters.dynamo.cache import cache_item
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
@@ -16,6 +17,14 @@ from dynoyard.adapters.dynamo.codec import num, org_key, plain
 from dynoyard.adapters.dynamo.usage import usage_item
 from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS
 from dynoyard.domain.keys import ApiKey
+from dynoyard.domain.limits import (
+    REFUNDED_KINDS,
+    Counter,
+    KeyLimits,
+    LimitKind,
+    counters_for,
+    window_of,
+)
 from dynoyard.domain.ports import (
     CacheEntry,
     Hold,
@@ -23,6 +32,7 @@ from dynoyard.domain.ports import (
     KeyCharge,
     LimitState,
     RateLimited,
+    SpendCapReached,
     StoreUnavailable,
 )
 from dynoyard.domain.usage import UsageRecord
@@ -54,15 +64,32 @@ class HotPath:
     async def hold(
         self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
     ) -> Hold:
+        """Takes the hold from the org's balance, counting the request against the org's
+        and the key's limits. A key without limits costs one write; a key with limits one
+        more, on its own item, first (see `_count_against_key`)."""
+        if amount <= 0:
+            raise ValueError("a hold is always positive")
+        now = self._clock()
+        counters = counters_for(key.limits, now, tokens, amount) if key is not None else []
+        if key is None or not counters:
+            return await self._hold_org(org_id, amount, now)
+        key_states = await self._count_against_key(key.key_hash, counters, now)
+        try:
+            taken = await self._hold_org(org_id, amount, now)
+        except BaseException:
+            # The org refused (or the write failed): what the key's counters took goes back.
+            await self._give_back(key.key_hash, [(c, c.amount) for c in counters])
+            raise
+        charge = KeyCharge(key.key_hash, now, amount, tokens, frozenset(c.kind for c in counters))
+        return replace(taken, limits=_tightest(taken.limits + key_states), key_charge=charge)
+
+    async def _hold_org(self, org_id: str, amount: Decimal, now: float) -> Hold:
         """One conditional write takes the hold and counts the request in the current
         minute's window, refused past the org's `rate_limit_rpm`: the rate limit costs no
         extra round trip, except for the first request of a new minute of a limited org,
         which opens the window with a second write. The window is two attributes,
         `rpm_minute` and `rpm_count`, so the item never grows with the org's age. The write
         answers with the org's item, so its settings (the cache) cost no read either."""
-        if amount <= 0:
-            raise ValueError("a hold is always positive")
-        now = self._clock()
         minute = int(now // 60)
         for _ in range(HOLD_WINDOW_ATTEMPTS):
             taken, item = await self._hold_once(org_id, amount, minute, in_window=True)
@@ -80,6 +107,76 @@ class HotPath:
             if taken:
                 return _hold_from(item, amount, now)
         raise StoreUnavailable("the rate-limit window kept moving")
+
+    async def _count_against_key(
+        self, key_hash: str, counters: list[Counter], now: float
+    ) -> tuple[LimitState, ...]:
+        """One conditional write on the key's item takes each counter's amount from what is
+        left of its limit in the current window. Each limit keeps two slots (by the window's
+        parity) of two attributes, so the item keeps its size; a slot holding an earlier
+        window is reset by a second write, once per window."""
+        for counter in counters:
+            if counter.amount > counter.limit:
+                raise _refusal(counter, "This request alone is larger than the key's")
+        stale: set[LimitKind] = set()
+        for _ in range(HOLD_WINDOW_ATTEMPTS):
+            taken, item = await self._key_write(key_hash, counters, stale)
+            if taken:
+                return tuple(_state(c, item) for c in counters if c.kind in ("rpm", "tpm"))
+            if not item:
+                raise StoreUnavailable("the key's item is gone")  # deleted since authenticated
+            stale = set()
+            for counter in counters:
+                window_name, left_name = _slot(counter.kind, counter.window)
+                if item.get(window_name) != counter.window:
+                    stale.add(counter.kind)
+                elif item.get(left_name, Decimal(0)) < counter.amount:
+                    raise _refusal(counter, "The key has reached its")
+        raise StoreUnavailable("the key's limit windows kept moving")
+
+    async def _key_write(
+        self, key_hash: str, counters: list[Counter], stale: set[LimitKind]
+    ) -> tuple[bool, dict[str, Any]]:
+        sets, conditions = [], ["attribute_exists(pk)"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for i, counter in enumerate(counters):
+            names[f"#w{i}"], names[f"#l{i}"] = _slot(counter.kind, counter.window)
+            values[f":w{i}"] = num(counter.window)
+            if counter.kind in stale:
+                values[f":r{i}"] = num(counter.limit - counter.amount)
+                sets.append(f"#w{i} = :w{i}, #l{i} = :r{i}")
+                conditions.append(f"(attribute_not_exists(#w{i}) OR #w{i} < :w{i})")
+            else:
+                values[f":a{i}"] = num(counter.amount)
+                sets.append(f"#l{i} = #l{i} - :a{i}")
+                conditions.append(f"#w{i} = :w{i} AND #l{i} >= :a{i}")
+        try:
+            answer = await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.accounts_table,
+                    "Key": _key_item_key(key_hash),
+                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "ConditionExpression": " AND ".join(conditions),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                    "ReturnValues": "ALL_NEW",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                },
+                idempotent=False,  # a lost answer must not count the request twice
+            )
+        except DynamoError as error:
+            if not error.condition_failed:
+                raise
+            return False, plain(error.body.get("Item") or {})
+        return True, plain(answer.get("Attributes") or {})
+
+    async def _give_back(self, key_hash: str, amounts: list[tuple[Counter, Decimal]]) -> None:
+        """Returns amounts to the counters' slots (an org that refused the hold)."""
+        update = _give_back_update(self.accounts_table, key_hash, amounts)
+        if update is not None:
+            await self._db.call("UpdateItem", update, idempotent=False)
 
     async def _hold_once(
         self, org_id: str, amount: Decimal, minute: int, in_window: bool
@@ -147,6 +244,12 @@ class HotPath:
                 "ExpressionAttributeValues": {":refund": num(refund)},
             }
             writes.append({"Update": refund_update})
+        if key_charge is not None:
+            refund_key = _give_back_update(
+                self.accounts_table, key_charge.key_hash, _unused(key_charge, record)
+            )
+            if refund_key is not None:
+                writes.append({"Update": refund_key})
         if cache_entry is not None:
             writes.append({"Put": {"TableName": self.cache_table, "Item": cache_item(cache_entry)}})
         try:
@@ -160,7 +263,9 @@ class HotPath:
             # Already settled by an earlier attempt whose answer was lost.
 
 
-def _api_key(item: dict[str, Any]) -> ApiKey:
+def _api_key(item: dict[str, Any]) -> ApiKey | None:
+    if "key_id" not in item:
+        return None  # only a late settle's counters are left of this key
     expires = item.get("key_expires_at")
     return ApiKey(
         key_id=str(item["key_id"]),
@@ -170,7 +275,18 @@ def _api_key(item: dict[str, Any]) -> ApiKey:
         models=frozenset(item.get("models") or ()),
         expires_at=int(expires) if expires is not None else None,
         revoked=bool(item.get("revoked", False)),
+        key_hash=str(item["pk"]).removeprefix("KEY#"),
+        limits=KeyLimits(
+            rpm=_whole(item.get("limit_rpm")),
+            tpm=_whole(item.get("limit_tpm")),
+            daily_usd=item.get("limit_daily_usd"),
+            monthly_usd=item.get("limit_monthly_usd"),
+        ),
     )
+
+
+def _whole(value: Decimal | None) -> int | None:
+    return int(value) if value is not None else None
 
 
 def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
@@ -185,3 +301,71 @@ def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
     cache_on = bool(org.get("cache_enabled", False))
     ttl = int(org.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS))
     return Hold(amount=amount, cache_ttl_seconds=ttl if cache_on else None, limits=limits)
+
+
+def _key_item_key(key_hash: str) -> dict[str, Any]:
+    return {"pk": {"S": f"KEY#{key_hash}"}, "sk": {"S": "KEY"}}
+
+
+def _slot(kind: LimitKind, window: int) -> tuple[str, str]:
+    """The attributes of one limit's slot: which window it counts, and what is left."""
+    parity = window % 2
+    return f"lim_{kind}_w{parity}", f"lim_{kind}_left{parity}"
+
+
+def _state(counter: Counter, item: dict[str, Any]) -> LimitState:
+    left = item.get(_slot(counter.kind, counter.window)[1], Decimal(0))
+    kind: Literal["requests", "tokens"] = "requests" if counter.kind == "rpm" else "tokens"
+    return LimitState(kind, int(counter.limit), max(int(left), 0), counter.reset_seconds)
+
+
+def _tightest(states: tuple[LimitState, ...]) -> tuple[LimitState, ...]:
+    """One state per kind, the one with the least left (OpenAI's headers have one each)."""
+    tightest: dict[str, LimitState] = {}
+    for state in states:
+        known = tightest.get(state.kind)
+        if known is None or state.remaining < known.remaining:
+            tightest[state.kind] = state
+    return tuple(tightest.values())
+
+
+def _refusal(counter: Counter, why: str) -> Exception:
+    if counter.kind in ("daily_usd", "monthly_usd"):
+        return SpendCapReached(counter.kind, counter.reset_seconds)
+    kind: Literal["requests", "tokens"] = "requests" if counter.kind == "rpm" else "tokens"
+    state = LimitState(kind, int(counter.limit), 0, counter.reset_seconds)
+    what = "requests per minute" if kind == "requests" else "tokens per minute"
+    return RateLimited(counter.reset_seconds, state, f"{why} limit of {counter.limit} {what}.")
+
+
+def _unused(charge: KeyCharge, record: UsageRecord) -> list[tuple[Counter, Decimal]]:
+    """What the settle gives back to each refunded counter: held minus used (negative when
+    the upstream charged past the hold, so the cap still counts every cent)."""
+    back: list[tuple[Counter, Decimal]] = []
+    for kind in charge.kinds & REFUNDED_KINDS:
+        held = Decimal(charge.tokens) if kind == "tpm" else charge.amount
+        used = Decimal(record.total_tokens) if kind == "tpm" else record.cost_usd
+        window = window_of(kind, charge.taken_at)
+        if held != used:
+            back.append((Counter(kind, window, held, held, 0), held - used))
+    return back
+
+
+def _give_back_update(
+    table: str, key_hash: str, amounts: list[tuple[Counter, Decimal]]
+) -> dict[str, Any] | None:
+    """ADDs each amount to its counter's slot. A slot reset for a later window meanwhile
+    (a request longer than a window) gets the amount too: bounded by one request's hold."""
+    if not amounts:
+        return None
+    names = {f"#l{i}": _slot(c.kind, c.window)[1] for i, (c, _) in enumerate(amounts)}
+    values = {f":b{i}": num(back) for i, (_, back) in enumerate(amounts)}
+    return {
+        "TableName": table,
+        "Key": _key_item_key(key_hash),
+        "UpdateExpression": "ADD " + ", ".join(f"#l{i} :b{i}" for i in range(len(amounts))),
+        # Unconditional: in the settle's transaction a failed condition would cancel the
+        # usage record with it.
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
