@@ -43,6 +43,7 @@ from dynoyard.domain.ports import (
     Ledger,
     Observer,
     RateLimited,
+    SpendCapReached,
     StoreUnavailable,
     Upstream,
     UpstreamResponse,
@@ -189,6 +190,8 @@ class Gateway:
                 raise errors.insufficient_quota() from None
             except RateLimited as limited:
                 raise errors.rate_limited(limited) from None
+            except SpendCapReached as reached:
+                raise errors.spend_cap_reached(reached.cap, reached.retry_after_seconds) from None
             except StoreUnavailable:
                 raise errors.store_unavailable() from None
         except GatewayError as error:
