@@ -34,6 +34,13 @@ class GatewaySettings(BaseSettings):
         6 * MIB, ge=1024, validation_alias="DYNOYARD_MAX_RESPONSE_BYTES"
     )
     key_cache_seconds: float = Field(5.0, ge=0, validation_alias="DYNOYARD_KEY_CACHE_SECONDS")
+    # Per client IP, before authentication (domain/ip_guard.py says how each is counted).
+    ip_requests_per_minute: int = Field(
+        1200, ge=1, validation_alias="DYNOYARD_IP_REQUESTS_PER_MINUTE"
+    )
+    ip_failed_keys_per_minute: int = Field(
+        20, ge=1, validation_alias="DYNOYARD_IP_FAILED_KEYS_PER_MINUTE"
+    )
     upstream_connect_timeout: float = Field(
         5.0, gt=0, validation_alias="DYNOYARD_UPSTREAM_CONNECT_TIMEOUT"
     )

@@ -16,8 +16,12 @@ from dynoyard.domain.errors import (
     GatewayError,
     client_closed,
     rate_limit_headers,
+    rate_limited,
     request_too_large,
+    store_unavailable,
 )
+from dynoyard.domain.keys import ApiKey
+from dynoyard.domain.ports import RateLimited, StoreUnavailable
 from dynoyard.domain.requests import Endpoint
 
 MODEL_CREATED = 0  # the catalog has no creation dates; OpenAI's field is required
@@ -52,9 +56,25 @@ def client_ip(request: Request) -> str:
 def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
+    async def authenticated(request: Request) -> ApiKey:
+        """The caller's key, after the client IP's limits; a failed attempt counts."""
+        ip = client_ip(request)
+        try:
+            runtime.ip_guard.admit(ip)
+            try:
+                return await runtime.gateway.authenticate(request.headers.get("authorization"))
+            except GatewayError as error:
+                if error.code == "invalid_api_key":
+                    await runtime.ip_guard.failed(ip)
+                raise
+        except RateLimited as limited:
+            raise rate_limited(limited) from None
+        except StoreUnavailable:
+            raise store_unavailable() from None
+
     async def proxy(request: Request, endpoint: Endpoint) -> Response:
         gateway = runtime.gateway
-        key = await gateway.authenticate(request.headers.get("authorization"))
+        key = await authenticated(request)
         request_id, ip = request.state.request_id, client_ip(request)
         try:
             body = await read_body(request, runtime.settings.max_body_bytes)
@@ -96,13 +116,13 @@ def build_router(runtime: Runtime) -> APIRouter:
 
     @router.get("/models")
     async def list_models(request: Request) -> JSONResponse:
-        key = await runtime.gateway.authenticate(request.headers.get("authorization"))
+        key = await authenticated(request)
         data = [model_object(m) for m in runtime.gateway.models_for(key)]
         return JSONResponse({"object": "list", "data": data})
 
     @router.get("/models/{model_id:path}")
     async def get_model(model_id: str, request: Request) -> JSONResponse:
-        key = await runtime.gateway.authenticate(request.headers.get("authorization"))
+        key = await authenticated(request)
         return JSONResponse(model_object(runtime.gateway.model_for(key, model_id)))
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

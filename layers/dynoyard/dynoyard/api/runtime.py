@@ -11,6 +11,7 @@ from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
 from dynoyard.domain.gateway import Gateway
+from dynoyard.domain.ip_guard import IpGuard
 from dynoyard.observability import PowertoolsObserver
 from dynoyard.settings import GatewaySettings
 
@@ -30,6 +31,14 @@ class Runtime:
     @cached_property
     def store(self) -> DynamoStore:
         return dynamo_store(self.settings)
+
+    @cached_property
+    def ip_guard(self) -> IpGuard:
+        return IpGuard(
+            self.store,
+            requests_per_minute=self.settings.ip_requests_per_minute,
+            failures_per_minute=self.settings.ip_failed_keys_per_minute,
+        )
 
     @cached_property
     def gateway(self) -> Gateway:

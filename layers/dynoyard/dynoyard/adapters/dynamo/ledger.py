@@ -178,6 +178,41 @@ class HotPath:
         if update is not None:
             await self._db.call("UpdateItem", update, idempotent=False)
 
+    async def count_failure(self, ip: str, now: float) -> int:
+        """The IpGuard's counter: failed key attempts from `ip` this minute, on an item
+        of its own (`IP#<ip>`, expiring after an hour). Only failures write."""
+        minute = int(now // 60)
+        for in_window in (True, False, True):  # the window, a new window, the window again
+            if in_window:
+                update = "ADD fails :one SET expires_at = :expires"
+                condition = "fails_minute = :minute"
+            else:
+                update = "SET fails_minute = :minute, fails = :one, expires_at = :expires"
+                condition = "attribute_not_exists(fails_minute) OR fails_minute < :minute"
+            try:
+                answer = await self._db.call(
+                    "UpdateItem",
+                    {
+                        "TableName": self.accounts_table,
+                        "Key": {"pk": {"S": f"IP#{ip}"}, "sk": {"S": "FAILS"}},
+                        "UpdateExpression": update,
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": {
+                            ":one": num(1),
+                            ":minute": num(minute),
+                            ":expires": num(int(now) + 3600),
+                        },
+                        "ReturnValues": "ALL_NEW",
+                    },
+                    idempotent=False,
+                )
+            except DynamoError as error:
+                if not error.condition_failed:
+                    raise
+                continue
+            return int(plain(answer["Attributes"]).get("fails", 1))
+        raise StoreUnavailable("the failure window kept moving")
+
     async def _hold_once(
         self, org_id: str, amount: Decimal, minute: int, in_window: bool
     ) -> tuple[bool, dict[str, Any]]:
