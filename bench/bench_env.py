@@ -5,17 +5,28 @@
     python bench/bench_env.py teardown --prefix bench-20261125-101500
 
 `setup` creates <prefix>-accounts, -usage, -cache and -idempotency (through
-`dynoyard.local.tables` when that module exists, else with the same schema here), creates
-an organization with 1,000,000 USD of credits and one key, writes `<dir>/models.yaml`
-routing `gpt-4o-mini` to the fake upstream, and prints shell assignments (BENCH_KEY,
-BENCH_ORG, DYNOYARD_MODELS_FILE and the four table variables) for `eval`.
-DynamoDB is reached through AWS_ENDPOINT_URL_DYNAMODB, as the gateway does.
+`dynoyard.local.tables`, from template.yaml), creates an organization with 1,000,000 USD of
+credits and one key, writes `<dir>/models.yaml` routing `gpt-4o-mini` to the fake upstream,
+and prints shell assignments (BENCH_KEY, BENCH_ORG, DYNOYARD_MODELS_FILE and the four table
+variables) for `eval`. DynamoDB (Local, or bench/dynamo_standin.py) is reached through
+AWS_ENDPOINT_URL_DYNAMODB, as the gateway does.
+
+The variants, each set the way an operator would, through the CLI (`python -m dynoyard`):
+  --cache          `org set ORG --cache on`: the org's response cache (the bench sends the
+                   same body every time, so every request after the first is a hit)
+  --org-rpm N      `org set ORG --rpm N`: the org's requests-per-minute limit
+  --key-limits     `key create --rpm --tpm --daily-usd --monthly-usd` with KEY_LIMITS: every
+                   limit and cap counted on every request, none ever reached
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +39,14 @@ from dynoyard.settings import GatewaySettings
 
 TABLE_VARS = ("ACCOUNTS_TABLE", "USAGE_TABLE", "CACHE_TABLE", "IDEMPOTENCY_TABLE")
 CREDITS = Decimal("1000000")
+# High enough that a bench run never reaches them (~40,000 requests a minute at most, each
+# holding < 200 tokens and < $0.0001), so each is counted on every request and never refuses.
+KEY_LIMITS = {
+    "--rpm": "1000000",
+    "--tpm": "1000000000",
+    "--daily-usd": "100000",
+    "--monthly-usd": "500000",
+}
 
 CATALOG = """\
 # Written by bench/bench_env.py for one bench run.
@@ -64,7 +83,17 @@ def setup(args: argparse.Namespace) -> None:
     store = blocking_store(settings)
     org = store.create_org("Bench", "bench@localhost")
     store.grant_credits(org, CREDITS, "bench")
-    key = store.create_key(org, name="bench").secret
+    org_settings = (["--cache", "on"] if args.cache else []) + (
+        ["--rpm", str(args.org_rpm)] if args.org_rpm else []
+    )
+    if org_settings:
+        cli(names, ["org", "set", org, *org_settings])
+    if args.key_limits:
+        limits = [part for pair in KEY_LIMITS.items() for part in pair]
+        made = cli(names, ["key", "create", "--org", org, "--name", "bench", *limits])
+        key = str(made["api_key"])
+    else:
+        key = store.create_key(org, name="bench").secret
     directory = Path(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
     catalog = directory / "models.yaml"
@@ -77,6 +106,23 @@ def setup(args: argparse.Namespace) -> None:
     }
     for name, value in values.items():
         print(f"{name}={shlex.quote(value)}")
+
+
+def cli(names: dict[str, str], argv: list[str]) -> dict[str, object]:
+    """`python -m dynoyard --json ARGV` against this run's tables: its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dynoyard", "--json", *argv],
+        env={**os.environ, **names},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"dynoyard {' '.join(argv)}: {done.stderr.strip() or done.stdout}")
+    answer: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    shown = {name: value for name, value in answer.items() if name != "api_key"}
+    print(f"dynoyard {' '.join(argv)}: {shown}", file=sys.stderr)
+    return answer
 
 
 def teardown(args: argparse.Namespace) -> None:
@@ -97,6 +143,9 @@ def main() -> None:
     one.add_argument("--prefix", required=True)
     one.add_argument("--upstream-base", required=True)
     one.add_argument("--dir", required=True)
+    one.add_argument("--cache", action="store_true", help="the org's response cache on")
+    one.add_argument("--org-rpm", type=int, default=0, help="the org's rpm limit (0: none)")
+    one.add_argument("--key-limits", action="store_true", help="every per-key limit and cap")
     two = sub.add_parser("teardown")
     two.add_argument("--prefix", required=True)
     args = parser.parse_args()

@@ -10,7 +10,9 @@ to the first SSE event with non-empty `delta.content` (TTFT) and to the end (tot
 
 Closed loop: `c` connections, each sending its next request when the previous answer is
 complete, for `d` seconds. With `--cpu-pid name=PID` the user+system CPU of that process
-and all its descendants (from /proc) is reported per completed request.
+and all its descendants (from /proc) is reported per completed request; with
+`--dynamo-stats URL` (bench/dynamo_standin.py's /stats) the DynamoDB calls per completed
+request, by operation.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ def upstream_calls(url: str | None) -> int | None:
     try:
         return sum(int(v) for v in get_json(url).values())
     except (OSError, ValueError):
+        return None
+
+
+def dynamo_calls(url: str | None) -> dict[str, int] | None:
+    if not url:
+        return None
+    try:
+        return {op: int(n) for op, n in get_json(url)["calls"].items()}
+    except (OSError, ValueError, KeyError):
         return None
 
 
@@ -362,6 +373,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="target name, copied to the output")
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--upstream-stats", help="fake upstream /stats URL (calls per request)")
+    parser.add_argument("--dynamo-stats", help="DynamoDB stand-in /stats URL (calls per request)")
     parser.add_argument(
         "--cpu-pid", action="append", default=[], help="name=PID: CPU ms/req of that tree"
     )
@@ -373,6 +385,7 @@ def main() -> None:
         name, _, pid = spec.partition("=")
         pids[name] = int(pid)
     calls_before = upstream_calls(args.upstream_stats)
+    ddb_before = dynamo_calls(args.dynamo_stats)
     cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
 
     stream = args.mode == "stream"
@@ -383,6 +396,7 @@ def main() -> None:
 
     cpu_after = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     calls_after = upstream_calls(args.upstream_stats)
+    ddb_after = dynamo_calls(args.dynamo_stats)
     completed = max(result["completed_total"], 1)
     line: dict[str, Any] = {
         "mode": args.mode,
@@ -398,6 +412,14 @@ def main() -> None:
     }
     if calls_before is not None and calls_after is not None:
         line["upstream_calls_per_req"] = round((calls_after - calls_before) / completed, 3)
+    if ddb_before is not None and ddb_after is not None:
+        by_op = {
+            op: round((n - ddb_before.get(op, 0)) / completed, 3)
+            for op, n in sorted(ddb_after.items())
+            if n != ddb_before.get(op, 0)
+        }
+        line["ddb_calls_per_req"] = round(sum(by_op.values()), 3)
+        line["ddb_calls_per_req_by_op"] = by_op
     sys.stdout.write(json.dumps(line) + "\n")
 
 

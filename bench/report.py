@@ -4,7 +4,8 @@
 
 Gateway figures are paired with `direct` from the same round, phase and concurrency
 (`+p50 ms` = gateway p50 - direct p50, `rps/direct` = gateway rps / direct rps), then the
-median over rounds is shown.
+median over rounds is shown. The first line says which DynamoDB answered (DynamoDB Local or
+bench/dynamo_standin.py) and which features were on, from the tags run.sh puts on each line.
 """
 
 from __future__ import annotations
@@ -87,12 +88,48 @@ class Runs:
         rows = self.by.get(key, {}).get(GATEWAY, {}).values()
         return med([r.get("cpu_ms_per_req", {}).get("gateway") for r in rows])
 
+    def gw_ddb_calls(self, key: tuple[str, str, int]) -> float | None:
+        rows = self.by.get(key, {}).get(GATEWAY, {}).values()
+        return med([r.get("ddb_calls_per_req") for r in rows])
+
     def errors(self, key: tuple[str, str, int], target: str) -> int:
         return sum(int(r.get("errors", 0)) for r in self.by[key].get(target, {}).values())
 
     def by_round(self, key: tuple[str, str, int], target: str, name: str) -> str:
         rounds = self.by[key].get(target, {})
         return "/".join(fmt(rounds[r].get(name)) for r in sorted(rounds))
+
+
+def per_core(cpu_ms: float | None) -> str:
+    """Requests per second one core could serve at this CPU per request."""
+    return f"{1000 / cpu_ms:.0f}" if cpu_ms else "-"
+
+
+def setup_line(lines: list[dict[str, Any]]) -> str:
+    """Which DynamoDB answered and which features were on (run.sh's tags)."""
+    tagged = [line for line in lines if "mode" in line]
+    if not tagged:
+        return "Setup: no measurements"
+    first = tagged[0]
+    dynamo = first.get("dynamo", "local")
+    if dynamo == "standin":
+        where = (
+            "DynamoDB stand-in (bench/dynamo_standin.py: in memory, answers at once;"
+            " measures the gateway, not DynamoDB)"
+        )
+    else:
+        where = "DynamoDB Local"
+    on = []
+    if first.get("cache") == "1":
+        on.append("response cache on (the same body every request)")
+    if first.get("key_limits") == "1":
+        on.append("key rpm/tpm/daily/monthly limits set")
+    if first.get("org_rpm", "0") != "0":
+        on.append(f"org rpm limit {first['org_rpm']}")
+    features = ", ".join(on) if on else "no cache, no key limits, no org rpm limit"
+    mixed = {(line.get("dynamo"), line.get("cache"), line.get("key_limits")) for line in tagged}
+    note = " (WARNING: results of different setups mixed)" if len(mixed) > 1 else ""
+    return f"Setup: {where}; {features}{note}"
 
 
 def measured(runs: Runs, phase: str, mode: str) -> Iterator[tuple[Any, str, bool]]:
@@ -105,7 +142,8 @@ def measured(runs: Runs, phase: str, mode: str) -> Iterator[tuple[Any, str, bool
 
 def chat_table(runs: Runs, phase: str) -> str:
     headers = ["target", "c", "rps", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "rps/direct"]
-    headers += ["gw CPU ms/req", "upstream calls/req", "errors", "p50 by round"]
+    headers += ["gw CPU ms/req", "req/s/core", "upstream calls/req", "ddb calls/req"]
+    headers += ["errors", "p50 by round"]
     rows = []
     for key, target, gw in measured(runs, phase, "chat"):
         rows.append(
@@ -119,7 +157,9 @@ def chat_table(runs: Runs, phase: str) -> str:
                 fmt(runs.added(key, "p99_ms")) if gw else "",
                 fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
                 fmt(runs.gw_cpu(key), 3) if gw else "",
+                per_core(runs.gw_cpu(key)) if gw else "",
                 fmt(runs.figure(key, target, "upstream_calls_per_req"), 3),
+                fmt(runs.gw_ddb_calls(key), 2) if gw else "",
                 str(runs.errors(key, target)),
                 runs.by_round(key, target, "p50_ms"),
             ]
@@ -129,7 +169,8 @@ def chat_table(runs: Runs, phase: str) -> str:
 
 def stream_table(runs: Runs, phase: str) -> str:
     headers = ["target", "c", "rps", "TTFT p50", "TTFT p99", "+TTFT p50", "+TTFT p99"]
-    headers += ["total p50", "+total p50", "rps/direct", "gw CPU ms/req", "errors"]
+    headers += ["total p50", "+total p50", "rps/direct", "gw CPU ms/req", "req/s/core"]
+    headers += ["ddb calls/req", "errors"]
     rows = []
     for key, target, gw in measured(runs, phase, "stream"):
         rows.append(
@@ -145,6 +186,8 @@ def stream_table(runs: Runs, phase: str) -> str:
                 fmt(runs.added(key, "p50_ms")) if gw else "",
                 fmt(runs.added(key, "rps", ratio=True), pct=True) if gw else "",
                 fmt(runs.gw_cpu(key), 3) if gw else "",
+                per_core(runs.gw_cpu(key)) if gw else "",
+                fmt(runs.gw_ddb_calls(key), 2) if gw else "",
                 str(runs.errors(key, target)),
             ]
         )
@@ -184,11 +227,12 @@ def targets_section(runs: Runs, ddb: list[dict[str, Any]], imports: dict[str, An
                 own = stream_ddb["request_minus_ddb_ms_p50"]
                 line += f"; in-process, whole stream minus its DynamoDB calls p50 {own:.2f} ms"
         out.append(line)
-    cpus = [(k[2], runs.gw_cpu(k)) for k in runs.keys(base, "chat")]
-    cpus = [(c, v) for c, v in cpus if v is not None]
-    if cpus:
-        listed = ", ".join(f"c={c}: {v:.3f}" for c, v in cpus)
-        out.append(f"  gateway CPU ms/req, non-stream: {listed} (target <= 1)")
+    for mode, name in (("chat", "non-stream"), ("stream", "stream")):
+        cpus = [(k[2], runs.gw_cpu(k)) for k in runs.keys(base, mode)]
+        cpus = [(c, v) for c, v in cpus if v]
+        if cpus:
+            listed = ", ".join(f"c={c}: {v:.3f} ({1000 / v:.0f} req/s per core)" for c, v in cpus)
+            out.append(f"  gateway CPU ms/req, {name}: {listed} (target <= 1)")
     slow = [p for p in runs.phases() if float(p or 0) > 0]
     for phase in slow:
         ratio = runs.added((phase, "chat", 32), "rps", ratio=True)
@@ -218,11 +262,12 @@ def main() -> None:
     parser.add_argument("--ddb", type=Path)
     parser.add_argument("--imports", type=Path)
     args = parser.parse_args()
-    runs = Runs(load_lines(args.results))
+    lines = load_lines(args.results)
+    runs = Runs(lines)
     # Only the summary lines: the in-process app may print other JSON (EMF metrics).
     ddb = [line for line in load_lines(args.ddb) if "kind" in line]
     imports = (load_lines(args.imports) or [{}])[0]
-    sections = [targets_section(runs, ddb, imports)]
+    sections = [setup_line(lines), targets_section(runs, ddb, imports)]
     for phase in runs.phases():
         label = f"upstream latency {float(phase or 0):g} ms"
         if runs.keys(phase, "chat"):

@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh                       # full: instant upstream, then 50 ms upstream
 #   QUICK=1 DURATION=5 bash bench/run.sh    # instant upstream only
+#   DYNAMO=standin bash bench/run.sh        # the in-memory DynamoDB stand-in: the gateway's own capacity
 #
 # Knobs (environment):
 #   QUICK=0                 1: skip the slow-upstream phase
@@ -18,10 +19,20 @@
 #   UPSTREAM_CHUNKS=20  UPSTREAM_CHUNK_DELAY_MS=0
 #   UPSTREAM_PORT=18000  GATEWAY_PORT=18080  DYNAMODB_PORT=8000
 #   AWS_ENDPOINT_URL_DYNAMODB   use this DynamoDB (Local) instead of bootstrapping one
+#   DYNAMO=local            local: DynamoDB Local (bootstrapped, or AWS_ENDPOINT_URL_DYNAMODB);
+#                           standin: bench/dynamo_standin.py, in memory, answers at once (it
+#                           measures the gateway, not DynamoDB; see its docstring)
+#   STANDIN_PORT=18001  DYNAMO_CPUS=$UPSTREAM_CPUS   the stand-in's port and CPUs
+#   BENCH_CACHE=0           1: the org's response cache on (same body every request: hits)
+#   BENCH_KEY_LIMITS=0      1: the key has rpm, tpm, daily and monthly USD limits (never reached)
+#   BENCH_ORG_RPM=0         N: the org's requests-per-minute limit (0: none)
 #   PIN=1  LOAD_CPUS=0  UPSTREAM_CPUS=0  GATEWAY_CPUS=1   taskset layout (PIN=0: none)
 #   ENGINE=auto             load.py engine for non-stream: auto (wrk if on PATH) | python
 #   EXTRAS=1                0: skip the DynamoDB round-trip count and the import timing
-#   LABEL=full|quick        results go to bench/results/<date>-<LABEL>/
+#   BENCH_COMMIT            the commit to name in the report when run from a snapshot (a
+#                           `git archive` copy, PYTHONPATH=<copy>/layers/dynoyard), not a checkout
+#   LABEL=full|quick        results go to bench/results/<date>-<LABEL>/ (default: full or
+#                           quick, then -standin, -cache, -keylimits, -orgrpm as set)
 set -uo pipefail
 set -m # every background job in its own process group: cleanup stops exactly those
 
@@ -48,7 +59,19 @@ UPSTREAM_CPUS="${UPSTREAM_CPUS:-0}"
 GATEWAY_CPUS="${GATEWAY_CPUS:-1}"
 ENGINE="${ENGINE:-auto}"
 EXTRAS="${EXTRAS:-1}"
-if [[ "$QUICK" == 1 ]]; then LABEL="${LABEL:-quick}"; else LABEL="${LABEL:-full}"; fi
+DYNAMO="${DYNAMO:-local}"
+STANDIN_PORT="${STANDIN_PORT:-18001}"
+DYNAMO_CPUS="${DYNAMO_CPUS:-$UPSTREAM_CPUS}"
+BENCH_CACHE="${BENCH_CACHE:-0}"
+BENCH_KEY_LIMITS="${BENCH_KEY_LIMITS:-0}"
+BENCH_ORG_RPM="${BENCH_ORG_RPM:-0}"
+if [[ -z "${LABEL:-}" ]]; then
+  if [[ "$QUICK" == 1 ]]; then LABEL=quick; else LABEL=full; fi
+  [[ "$DYNAMO" == standin ]] && LABEL+=-standin
+  [[ "$BENCH_CACHE" == 1 ]] && LABEL+=-cache
+  [[ "$BENCH_KEY_LIMITS" == 1 ]] && LABEL+=-keylimits
+  [[ "$BENCH_ORG_RPM" != 0 ]] && LABEL+=-orgrpm
+fi
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
@@ -105,8 +128,19 @@ start_bg() { # start_bg NAME CPUS CMD...  (log in $OUT_DIR/NAME.log)
   disown "$LAST_PID" # no "Terminated" notices; cleanup still stops its process group
 }
 
-# ---- DynamoDB (Local) -------------------------------------------------------------------
-if [[ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]]; then
+# ---- DynamoDB: the in-memory stand-in, or DynamoDB Local -----------------------------------
+DDB_STATS=""
+if [[ "$DYNAMO" == standin ]]; then
+  [[ -n "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]] && log "DYNAMO=standin: AWS_ENDPOINT_URL_DYNAMODB ignored"
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$STANDIN_PORT"
+  answers "$AWS_ENDPOINT_URL_DYNAMODB/" && die "port $STANDIN_PORT is busy: set STANDIN_PORT"
+  start_bg dynamo "$DYNAMO_CPUS" "$PY" bench/dynamo_standin.py --port "$STANDIN_PORT"
+  STANDIN_PID=$LAST_PID
+  DDB_STATS="$AWS_ENDPOINT_URL_DYNAMODB/stats"
+  wait_http "$DDB_STATS" 20 || die "DynamoDB stand-in did not start: $OUT_DIR/dynamo.log"
+elif [[ "$DYNAMO" != local ]]; then
+  die "DYNAMO must be local or standin, not $DYNAMO"
+elif [[ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]]; then
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMODB_PORT"
   if "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("dynoyard.local.__main__") is None)' 2>/dev/null; then
     log "DynamoDB Local: python -m dynoyard.local bootstrap (port $DYNAMODB_PORT)"
@@ -117,7 +151,8 @@ fi
 answers "$AWS_ENDPOINT_URL_DYNAMODB" \
   || die "no DynamoDB at $AWS_ENDPOINT_URL_DYNAMODB (start DynamoDB Local or set AWS_ENDPOINT_URL_DYNAMODB)"
 DDB_PORT="${AWS_ENDPOINT_URL_DYNAMODB##*:}"; DDB_PORT="${DDB_PORT%%/*}"
-DDB_PID="$(ss -Hltnp "sport = :$DDB_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
+DDB_PID="${STANDIN_PID:-}"
+[[ -n "$DDB_PID" ]] || DDB_PID="$(ss -Hltnp "sport = :$DDB_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
 log "DynamoDB at $AWS_ENDPOINT_URL_DYNAMODB${DDB_PID:+ (pid $DDB_PID)}; tables $PREFIX-*"
 
 # ---- fake upstream ------------------------------------------------------------------------
@@ -131,9 +166,13 @@ UP_PID=$LAST_PID
 wait_http "$UPSTREAM/health" 20 || die "fake upstream did not start: $OUT_DIR/upstream.log"
 
 # ---- tables, organization, key, catalog ----------------------------------------------------
-TABLES_MADE=1
+[[ "$DYNAMO" == local ]] && TABLES_MADE=1 # the stand-in's tables end with it
+VARIANT=()
+[[ "$BENCH_CACHE" == 1 ]] && VARIANT+=(--cache)
+[[ "$BENCH_KEY_LIMITS" == 1 ]] && VARIANT+=(--key-limits)
+[[ "$BENCH_ORG_RPM" != 0 ]] && VARIANT+=(--org-rpm "$BENCH_ORG_RPM")
 SETUP="$("$PY" bench/bench_env.py setup --prefix "$PREFIX" --upstream-base "$UPSTREAM/v1" \
-  --dir "$TMP" 2>"$OUT_DIR/setup.log")" || die "setup failed: $OUT_DIR/setup.log"
+  --dir "$TMP" "${VARIANT[@]}" 2>"$OUT_DIR/setup.log")" || die "setup failed: $OUT_DIR/setup.log"
 eval "$SETUP"
 export ACCOUNTS_TABLE USAGE_TABLE CACHE_TABLE IDEMPOTENCY_TABLE DYNOYARD_MODELS_FILE BENCH_KEY
 
@@ -142,6 +181,9 @@ SERVER_OPTS=()
 "$PY" -c 'import uvloop' 2>/dev/null && SERVER_OPTS+=(--loop uvloop)
 "$PY" -c 'import httptools' 2>/dev/null && SERVER_OPTS+=(--http httptools)
 export POWERTOOLS_METRICS_DISABLED=true POWERTOOLS_LOG_LEVEL=WARNING
+# Every bench request comes from 127.0.0.1: lift the per-IP request limit (1,200 a minute by
+# default), or the gateway would answer 429 before doing any of the work measured.
+export DYNOYARD_IP_REQUESTS_PER_MINUTE="${DYNOYARD_IP_REQUESTS_PER_MINUTE:-1000000000}"
 start_bg gateway "$GATEWAY_CPUS" "$PY" -m uvicorn dynoyard.api.app:create_app --factory \
   --host 127.0.0.1 --port "$GATEWAY_PORT" --no-access-log --log-level warning "${SERVER_OPTS[@]}"
 GW_PID=$LAST_PID
@@ -150,6 +192,7 @@ wait_http "$GATEWAY/healthz" 60 || die "gateway did not start: $OUT_DIR/gateway.
 log "gateway pid $GW_PID on $GATEWAY (${SERVER_OPTS[*]:-asyncio, h11}), upstream pid $UP_PID"
 
 # ---- probe: one request of each kind through each target, seen once upstream ---------------
+# (With BENCH_CACHE=1 both are misses: the probe's bodies are not the measurements'.)
 probe() { # probe BASE KEY
   local chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"probe"}],"max_tokens":16}'
   local stream='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"probe"}],"max_tokens":16}'
@@ -184,9 +227,11 @@ run_load() { # run_load MODE TARGET C SECONDS ROUND PHASE
   local cpu=(--cpu-pid "upstream=$UP_PID")
   [[ "$2" == gateway ]] && cpu+=(--cpu-pid "gateway=$GW_PID")
   [[ -n "$DDB_PID" ]] && cpu+=(--cpu-pid "dynamodb=$DDB_PID")
+  [[ -n "$DDB_STATS" ]] && cpu+=(--dynamo-stats "$DDB_STATS")
   pin "$LOAD_CPUS" "$PY" bench/load.py "$1" --base-url "${BASE[$2]}" --key "${KEY[$2]}" \
     -c "$3" -d "$4" --label "$2" --round "$5" --tag "phase=$6" --engine "$ENGINE" \
-    --upstream-stats "$UPSTREAM/stats" "${cpu[@]}"
+    --tag "dynamo=$DYNAMO" --tag "cache=$BENCH_CACHE" --tag "key_limits=$BENCH_KEY_LIMITS" \
+    --tag "org_rpm=$BENCH_ORG_RPM" --upstream-stats "$UPSTREAM/stats" "${cpu[@]}"
 }
 
 PHASES=("$UPSTREAM_LATENCY_MS")
@@ -223,7 +268,10 @@ done
 
 # ---- report ----------------------------------------------------------------------------------
 {
-  echo "# Dynoyard gateway overhead, $(date -Is), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+  if [[ -n "${BENCH_COMMIT:-}" ]]; then commit="$BENCH_COMMIT (snapshot)"; else
+    commit="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+  fi
+  echo "# Dynoyard gateway overhead, $(date -Is), commit $commit"
   echo "# host: $(nproc) cpus ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), python $("$PY" -c 'import platform; print(platform.python_version())')"
   echo "# rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s phases(upstream ms)=${PHASES[*]} chunks=$UPSTREAM_CHUNKS chunk_delay=${UPSTREAM_CHUNK_DELAY_MS}ms"
   if command -v wrk >/dev/null && [[ "$ENGINE" != python ]]; then
@@ -232,8 +280,13 @@ done
     nonstream="python asyncio client"
   fi
   echo "# load: $nonstream (non-stream), python asyncio client (stream)"
-  echo "# gateway: uvicorn ${SERVER_OPTS[*]:-}, 1 process, POWERTOOLS_METRICS_DISABLED=true, POWERTOOLS_LOG_LEVEL=WARNING (no per-request log line or metric)"
-  echo "# DynamoDB: $AWS_ENDPOINT_URL_DYNAMODB (tables from template.yaml), not pinned"
+  echo "# gateway: uvicorn ${SERVER_OPTS[*]:-}, 1 process, POWERTOOLS_METRICS_DISABLED=true, POWERTOOLS_LOG_LEVEL=WARNING (no per-request log line or metric), DYNOYARD_IP_REQUESTS_PER_MINUTE=$DYNOYARD_IP_REQUESTS_PER_MINUTE"
+  if [[ "$DYNAMO" == standin ]]; then
+    echo "# DynamoDB: stand-in bench/dynamo_standin.py at $AWS_ENDPOINT_URL_DYNAMODB (in memory, answers at once; tables from template.yaml), pinned cpu $DYNAMO_CPUS"
+  else
+    echo "# DynamoDB: DynamoDB Local at $AWS_ENDPOINT_URL_DYNAMODB (tables from template.yaml), not pinned"
+  fi
+  echo "# variant: cache=$BENCH_CACHE key_limits=$BENCH_KEY_LIMITS org_rpm=$BENCH_ORG_RPM"
   if [[ "$PIN" == 1 ]]; then
     echo "# pinning: load cpu $LOAD_CPUS, upstream cpu $UPSTREAM_CPUS, gateway cpu $GATEWAY_CPUS"
   else
