@@ -271,6 +271,17 @@ TEST_MODELS: list[dict[str, Any]] = [
     {"id": "test-slow-to-dear", "upstream": "slow", "fallbacks": ["test-dear"]},
     # Only the CONTRACT's keys: no kind, no max_output_tokens, nothing optional.
     {"id": "test-contract-embed", "upstream": "embed", "contract_only": True},
+    # Retries, fallbacks and circuit breaking (tests/e2e/test_resilience.py).
+    {"id": "test-flaky-500", "upstream": "flaky-500-2"},
+    {"id": "test-flaky-429", "upstream": "flaky-429-1"},
+    {"id": "test-flaky-slow", "upstream": "flaky-slow-1"},
+    {"id": "test-429-long", "upstream": "fail-429-long", "fallbacks": ["test-chat"]},
+    {"id": "test-auth-fallback", "upstream": "auth-401", "fallbacks": ["test-chat"]},
+    {"id": "test-down", "upstream": "down-a", "fallbacks": ["test-chat"]},
+    {"id": "test-down-alone", "upstream": "down-a"},
+    {"id": "test-reset-alone", "upstream": "reset-alone", "provider": "resetting"},
+    {"id": "test-recovering", "upstream": "flaky-503-5", "fallbacks": ["test-chat"]},
+    {"id": "test-garbage-sse", "upstream": "garbage-sse"},
 ]
 
 
@@ -328,6 +339,11 @@ GATEWAY_SETTINGS = {
     "DYNOYARD_KEY_CACHE_SECONDS": "0",
     "DYNOYARD_UPSTREAM_READ_TIMEOUT": "1.5",
     "DYNOYARD_MAX_BODY_BYTES": "65536",
+    # One upstream call per route step, as the tests of fallbacks count them, and no breaker
+    # whose state would depend on the order of tests; tests/e2e/test_resilience.py runs
+    # gateways with the defaults (2 retries, breaker on).
+    "DYNOYARD_UPSTREAM_RETRIES": "0",
+    "DYNOYARD_BREAKER_FAILURES": "0",
     # Every test comes from 127.0.0.1: the IP limits get tests (and gateways) of their own.
     "DYNOYARD_IP_REQUESTS_PER_MINUTE": "1000000",
     "DYNOYARD_IP_FAILED_KEYS_PER_MINUTE": "1000000",

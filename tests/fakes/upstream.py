@@ -27,6 +27,10 @@ Behaviours (the upstream model name):
   canary); `disconnected` / `completed` hold the markers of the streams the gateway closed
   early / read to the end.
 - `big`: a buffered answer of about 12 KB.
+- `flaky-<status>-<n>`, `flaky-slow-<n>`: the first n requests of a marker (for that name)
+  fail with <status> (a 429 says `retry-after: 1`) or answer after 5 s; later ones are `ok`.
+- `down-<name>`: always 503; `fail-429-long`: always 429 with `retry-after: 30`.
+- `garbage-sse`: a normal stream with usage, garbage events among its chunks.
 """
 
 from __future__ import annotations
@@ -174,6 +178,7 @@ class FakeProvider:
                     "auth": request.headers.get("authorization"),
                     "headers": dict(request.headers),
                     "marker": _marker(payload),
+                    "at": time.monotonic(),
                 }
             )
         return payload
@@ -288,7 +293,33 @@ class FakeProvider:
         if behaviour == "big" and not stream:
             big = f"{text} " + " ".join(f"word{i}" for i in range(BIG_WORDS))
             return JSONResponse(chat_completion(behaviour, big, words))
+        if behaviour == "garbage-sse" and stream:
+            events = list(chat_chunks(behaviour, pieces_of(text), words, include))
+            return _stream(_iterate([*GARBAGE_EVENTS, *events[:3], *GARBAGE_EVENTS, *events[3:]]))
         return None
+
+    async def _scripted(self, behaviour: str, payload: dict[str, Any]) -> Response | None:
+        """`down-*`, `fail-429-long` and `flaky-*-<n>` (see the module docstring)."""
+        if behaviour.startswith("down-"):
+            return _error(503, "The provider is down.")
+        if behaviour == "fail-429-long":
+            return _error(429, "Rate limit reached.", {"retry-after": "30"})
+        kind, _, count = behaviour.removeprefix("flaky-").partition("-")
+        if not behaviour.startswith("flaky-") or not count.isdigit():
+            return None
+        with self._lock:
+            seen = sum(
+                1
+                for r in self.requests
+                if r["marker"] == _marker(payload) and r["payload"].get("model") == behaviour
+            )
+        if seen > int(count):
+            return None
+        if kind == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+            return None
+        headers = {"retry-after": "1"} if kind == "429" else None
+        return _error(int(kind), f"Failing {seen} of {count}.", headers)
 
     async def _tracked(self, events: AsyncIterator[bytes], marker: str | None) -> Any:
         finished = False
@@ -322,6 +353,9 @@ class FakeProvider:
     async def _failure(
         self, behaviour: str, payload: dict[str, Any], request: Request
     ) -> Response | None:
+        scripted = await self._scripted(behaviour, payload)
+        if scripted is not None:
+            return scripted
         if behaviour == "fail-500":
             # Error bodies may quote the prompt: the gateway keeps at most the first 1 KB.
             message = "upstream exploded while reading: " + last_prompt_text(payload)
@@ -367,6 +401,21 @@ class FakeProvider:
         if behaviour == "slow":
             await asyncio.sleep(SLOW_SECONDS)
         return None
+
+
+# Not OpenAI's events, yet what a stream may carry: relayed as they come, never a crash.
+GARBAGE_EVENTS = [
+    b": keep-alive\n\n",
+    b"data: {not json\n\n",
+    b"event: ping\ndata: [1, 2]\n\n",
+    b'data: {"choices": "nope", "usage": "none"}\n\n',
+    b"\xff\xfe no field at all\n\n",
+]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _stream(events: Any) -> StreamingResponse:

@@ -59,7 +59,12 @@ class PowertoolsObserver:
     def request_finished(self, record: UsageRecord) -> None:
         # The export's fields are metadata only: ids, model, status, tokens, cost, latency.
         logger.info(
-            "request finished", extra={**record.export(), "upstream_ms": record.upstream_ms}
+            "request finished",
+            extra={
+                **record.export(),
+                "upstream_ms": record.upstream_ms,
+                "attempts": record.attempts,
+            },
         )
         if not self._metrics_enabled:
             return

@@ -52,6 +52,13 @@ class GatewaySettings(BaseSettings):
     request_deadline_seconds: float = Field(
         25.0, gt=0, le=900, validation_alias="DYNOYARD_REQUEST_DEADLINE_SECONDS"
     )
+    # Retries and circuit breakers (domain/resilience.py; README, "Retries, fallbacks and
+    # circuit breaking").
+    upstream_retries: int = Field(2, ge=0, le=5, validation_alias="DYNOYARD_UPSTREAM_RETRIES")
+    breaker_failures: int = Field(5, ge=0, validation_alias="DYNOYARD_BREAKER_FAILURES")
+    breaker_open_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias="DYNOYARD_BREAKER_OPEN_SECONDS"
+    )
 
 
 @lru_cache(maxsize=1)

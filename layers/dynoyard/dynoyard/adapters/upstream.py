@@ -1,10 +1,15 @@
 """OpenAI-compatible upstreams over the shared aiohttp session (see http_session.py).
-Connect failures are retried once; timeouts and resets become the domain's errors.
-Compressed answers are decoded by the session, so what is read is what is charged."""
+One attempt per `send`: timeouts, connect errors and resets become the domain's errors,
+and retrying is the domain's one policy (domain/resilience.py), which reads the upstream's
+`retry-after`. Compressed answers are decoded by the session, so what is read is what is
+charged."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
@@ -12,14 +17,41 @@ from dynoyard.adapters.http_session import SessionPerLoop
 from dynoyard.domain.catalog import Provider
 from dynoyard.domain.ports import UpstreamTimeout, UpstreamUnavailable
 
-CONNECT_ATTEMPTS = 2
 READ_CHUNK = 64 * 1024
+
+
+def retry_after_of(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds an upstream asks to wait: OpenAI's `retry-after-ms`, else `retry-after` in
+    seconds or as an HTTP date; None when absent or unreadable."""
+    millis = _seconds(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    value = headers.get("retry-after")
+    seconds = _seconds(value)
+    if seconds is not None or not value:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return None if seconds is None or math.isnan(seconds) or seconds < 0 else seconds
 
 
 class AiohttpResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
+        self.retry_after = retry_after_of(response.headers) if response.status >= 400 else None
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         try:
@@ -73,20 +105,15 @@ class AiohttpUpstream:
         limits = aiohttp.ClientTimeout(
             total=seconds_left, sock_connect=self._connect_timeout, sock_read=self._read_timeout
         )
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
-            try:
-                response = await session.post(
-                    provider.base_url + path, data=body, headers=headers, timeout=limits
-                )
-                return AiohttpResponse(response)
-            except aiohttp.ClientConnectorError as exc:
-                if attempt == CONNECT_ATTEMPTS:
-                    raise UpstreamUnavailable(str(exc)) from None
-            except TimeoutError as exc:
-                raise UpstreamTimeout(str(exc)) from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamUnavailable(str(exc)) from None
-        raise AssertionError("unreachable")
+        try:
+            response = await session.post(
+                provider.base_url + path, data=body, headers=headers, timeout=limits
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(str(exc)) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(str(exc)) from None
+        return AiohttpResponse(response)
 
     async def aclose(self) -> None:
         await self._sessions.close()

@@ -85,6 +85,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         try:
             upstream = await gateway.open_upstream(call)
             headers = rate_limit_headers(call.hold.limits if call.hold is not None else ())
+            if call.served is not None:  # which provider answered, after any fallback
+                headers["x-dynoyard-provider"] = call.served.provider.name
             if call.parsed is not None and call.parsed.stream:
                 return RelayResponse(
                     gateway.relay(call, upstream),

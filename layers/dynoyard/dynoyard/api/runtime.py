@@ -12,6 +12,7 @@ from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
 from dynoyard.domain.gateway import Gateway
 from dynoyard.domain.ip_guard import IpGuard
+from dynoyard.domain.resilience import Resilience, RetryPolicy
 from dynoyard.observability import PowertoolsObserver
 from dynoyard.settings import GatewaySettings
 
@@ -56,4 +57,9 @@ class Runtime:
             key_cache_seconds=self.settings.key_cache_seconds,
             max_response_bytes=self.settings.max_response_bytes,
             deadline_seconds=self.settings.request_deadline_seconds,
+            resilience=Resilience(
+                RetryPolicy(retries=self.settings.upstream_retries),
+                breaker_failures=self.settings.breaker_failures,
+                breaker_open_seconds=self.settings.breaker_open_seconds,
+            ),
         )

@@ -51,6 +51,7 @@ from dynoyard.domain.ports import (
     UpstreamUnavailable,
 )
 from dynoyard.domain.requests import Endpoint, ParsedRequest, parse_request
+from dynoyard.domain.resilience import Resilience, Verdict, verdict_for
 from dynoyard.domain.streaming import StreamMeter, error_event
 from dynoyard.domain.usage import CLIENT_CLOSED, UsageRecord, error_head, utcnow
 
@@ -104,6 +105,7 @@ class Gateway:
         key_cache_seconds: float = 5.0,
         max_response_bytes: int = 6 * 1024 * 1024,
         deadline_seconds: float = 25.0,
+        resilience: Resilience | None = None,
     ) -> None:
         self.catalog = catalog
         self._keys = keys
@@ -114,6 +116,8 @@ class Gateway:
         self._key_cache: dict[str, tuple[ApiKey | None, float]] = {}
         self._max_response_bytes = max_response_bytes
         self._deadline_seconds = deadline_seconds
+        # Retries and circuit breakers: in memory, per warm instance.
+        self._resilience = resilience or Resilience()
 
     # -- authentication and models -------------------------------------------------
 
@@ -206,57 +210,100 @@ class Gateway:
         await self.fail(_new_call(key, endpoint, client_ip, request_id), error)
 
     async def open_upstream(self, call: Call) -> UpstreamResponse:
-        """The first upstream on the route that answers below 400 (5xx, 429, timeouts,
-        resets and a refused provider key move on to the next fallback); otherwise the error
-        is settled and raised. No attempt starts once the deadline has passed."""
-        assert call.parsed is not None
-        parsed = call.parsed
-        failure: GatewayError = errors.upstream_error()
+        """The first upstream on the route that answers below 400, each tried as
+        domain/resilience.py says: 5xx, 429, timeouts and resets are retried with backoff,
+        then move on to the next fallback; a refused provider key moves on at once; other
+        4xx are answered as they are; an upstream whose breaker is open is skipped.
+        Otherwise the error is settled and raised. No attempt starts once the deadline has
+        passed, and nothing is retried once an answer is handed back."""
+        failure: GatewayError | None = None
         for model in call.route:
-            remaining = call.remaining()
-            if remaining <= 0:
-                failure = errors.deadline_exceeded(self._deadline_seconds)
-                break
-            body = _upstream_body(parsed, model)
-            call.record.provider = model.provider.name
-            began = time.perf_counter()
-            try:
-                response = await self._upstream.send(
-                    model.provider, "/" + parsed.endpoint, body, parsed.stream, remaining
-                )
-            except UpstreamTimeout:
-                failure = errors.upstream_timeout(
-                    f"The upstream provider '{model.provider.name}' did not answer in time."
-                )
-                continue
-            except UpstreamUnavailable:
-                failure = errors.upstream_error(
-                    f"The upstream provider '{model.provider.name}' could not be reached."
-                )
-                continue
-            finally:
-                call.upstream_seconds += time.perf_counter() - began
-            if response.status < 400:
-                call.served, call.response = model, response
+            response, failure, move_on = await self._try_upstream(call, model, failure)
+            if response is not None:
                 return response
-            try:
-                raw = await response.read(ERROR_READ_BYTES)
-            except (UpstreamTimeout, UpstreamUnavailable):
-                raw = b""
-            finally:
-                await response.close()
-            call.record.upstream_error_status = response.status
-            if response.status in (401, 403):
-                # The provider refused the gateway's own key; its text may quote that key.
-                call.record.error_head = None
-                failure = errors.provider_credentials_refused(model.provider.name, response.status)
-                continue
-            call.record.error_head = error_head(raw)
-            failure = _from_upstream(model.provider.name, response.status, raw)
-            if response.status < 500 and response.status != 429:
-                break  # the request itself is wrong: another provider would refuse it too
+            if not move_on:
+                break
+        failure = failure or errors.upstream_error()
         await self.fail(call, failure)
         raise failure
+
+    async def _try_upstream(
+        self, call: Call, model: Model, failure: GatewayError | None
+    ) -> tuple[UpstreamResponse | None, GatewayError | None, bool]:
+        """One model of the route, attempted as the policy says: (its answer; else None,
+        the failure to answer with, and whether the route moves on to its next model)."""
+        assert call.parsed is not None
+        parsed, provider = call.parsed, model.provider.name
+        body = _upstream_body(parsed, model)
+        tries = self._resilience.tries(provider, model.upstream)
+        try:
+            while True:
+                remaining = call.remaining()
+                if remaining <= 0:
+                    return None, errors.deadline_exceeded(self._deadline_seconds), False
+                if not tries.begin():
+                    if tries.made == 0:  # its breaker is open: skipped, not tried
+                        call.record.provider = call.record.provider or provider
+                        return None, failure or tries.skipped(), True
+                    return None, failure, True
+                call.record.provider = provider
+                call.record.attempts += 1
+                response: UpstreamResponse | None = None
+                began = time.perf_counter()
+                try:
+                    response = await self._upstream.send(
+                        model.provider, "/" + parsed.endpoint, body, parsed.stream, remaining
+                    )
+                except UpstreamTimeout:
+                    failure = errors.upstream_timeout(
+                        f"The upstream provider '{provider}' did not answer in time."
+                    )
+                except UpstreamUnavailable:
+                    failure = errors.upstream_error(
+                        f"The upstream provider '{provider}' could not be reached."
+                    )
+                finally:
+                    call.upstream_seconds += time.perf_counter() - began
+                verdict = verdict_for(response.status if response is not None else None)
+                if response is not None and verdict is Verdict.SERVED:
+                    tries.answered()
+                    call.served, call.response = model, response
+                    return response, None, False
+                if response is not None:
+                    failure = await self._upstream_failure(call, provider, response)
+                if verdict is Verdict.REFUSED_KEY:
+                    tries.refused_key()
+                    return None, failure, True
+                if verdict is Verdict.REQUEST_FAULT:
+                    tries.answered()  # another provider would refuse the request too
+                    return None, failure, False
+                retry_after = response.retry_after if response is not None else None
+                began = time.perf_counter()
+                again = await tries.failed(retry_after, call.remaining())
+                call.upstream_seconds += time.perf_counter() - began  # waits are upstream time
+                if not again:
+                    return None, failure, True
+        finally:
+            tries.close()
+
+    async def _upstream_failure(
+        self, call: Call, provider: str, response: UpstreamResponse
+    ) -> GatewayError:
+        """An upstream's answer of 400 or more, read (its head kept on the record), closed
+        and turned into the error to answer with."""
+        try:
+            raw = await response.read(ERROR_READ_BYTES)
+        except (UpstreamTimeout, UpstreamUnavailable):
+            raw = b""
+        finally:
+            await response.close()
+        call.record.upstream_error_status = response.status
+        if response.status in (401, 403):
+            # The provider refused the gateway's own key; its text may quote that key.
+            call.record.error_head = None
+            return errors.provider_credentials_refused(provider, response.status)
+        call.record.error_head = error_head(raw)
+        return _from_upstream(provider, response.status, raw)
 
     async def complete(self, call: Call, response: UpstreamResponse) -> bytes:
         """A buffered answer: read it, charge its usage, settle, and hand back the bytes."""

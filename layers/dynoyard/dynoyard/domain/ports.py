@@ -124,6 +124,8 @@ class Ledger(Protocol):
 
 class UpstreamResponse(Protocol):
     status: int
+    # Seconds the upstream asked to wait before a retry (`retry-after`), None if it did not.
+    retry_after: float | None
 
     def iter_bytes(self) -> AsyncIterator[bytes]: ...
 

@@ -61,6 +61,7 @@ class UsageRecord:
     cost_usd: Decimal = Decimal(0)
     latency_ms: int = 0
     upstream_ms: int = 0
+    attempts: int = 0  # upstream attempts made, retries and fallbacks included (not exported)
     cached: bool = False
     stream: bool = False
     usage_estimated: bool = False

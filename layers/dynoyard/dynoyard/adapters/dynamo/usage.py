@@ -49,6 +49,7 @@ def usage_item(record: UsageRecord) -> dict[str, Any]:
             "sk": f"{record.timestamp}#{record.request_id}",
             **record.fields(),
             "upstream_ms": record.upstream_ms,
+            "attempts": record.attempts,
             "client_ip": record.client_ip or None,
             # The documented exception: at most 1 KB of an upstream's error body.
             "upstream_error_status": record.upstream_error_status,
@@ -73,6 +74,7 @@ def usage_record(item: dict[str, Any]) -> UsageRecord:
         cost_usd=Decimal(item.get("cost_usd", 0)),
         latency_ms=int(item.get("latency_ms", 0)),
         upstream_ms=int(item.get("upstream_ms", 0)),
+        attempts=int(item.get("attempts", 0)),
         cached=bool(item.get("cached", False)),
         stream=bool(item.get("stream", False)),
         usage_estimated=bool(item.get("usage_estimated", False)),
