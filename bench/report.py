@@ -194,7 +194,12 @@ def stream_table(runs: Runs, phase: str) -> str:
     return table(headers, rows)
 
 
-def targets_section(runs: Runs, ddb: list[dict[str, Any]], imports: dict[str, Any]) -> str:
+def targets_section(
+    runs: Runs,
+    ddb: list[dict[str, Any]],
+    imports: dict[str, Any],
+    mangum: list[dict[str, Any]] | None = None,
+) -> str:
     out = ["Against DESIGN.md 'Performance targets' (ms; all latency figures local, loopback):"]
     ddb_by = {d["kind"]: d for d in ddb}
     chat_ddb, stream_ddb = ddb_by.get("chat"), ddb_by.get("stream")
@@ -233,6 +238,17 @@ def targets_section(runs: Runs, ddb: list[dict[str, Any]], imports: dict[str, An
         if cpus:
             listed = ", ".join(f"c={c}: {v:.3f} ({1000 / v:.0f} req/s per core)" for c, v in cpus)
             out.append(f"  gateway CPU ms/req, {name}: {listed} (target <= 1)")
+    if mangum:
+        listed = ", ".join(
+            f"{m['kind']}: {m['cpu_ms_per_req']:.3f} ({1000 / m['cpu_ms_per_req']:.0f} req/s per"
+            f" core, wall p50 {m['wall_ms_p50']:.2f} ms)"
+            for m in mangum
+            if m.get("cpu_ms_per_req")
+        )
+        out.append(
+            "  REST entrance, the Mangum handler in-process, one request at a time, CPU ms/req:"
+            f" {listed}"
+        )
     slow = [p for p in runs.phases() if float(p or 0) > 0]
     for phase in slow:
         ratio = runs.added((phase, "chat", 32), "rps", ratio=True)
@@ -261,13 +277,15 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--ddb", type=Path)
     parser.add_argument("--imports", type=Path)
+    parser.add_argument("--mangum", type=Path, help="bench/mangum_cpu.py's output")
     args = parser.parse_args()
     lines = load_lines(args.results)
     runs = Runs(lines)
     # Only the summary lines: the in-process app may print other JSON (EMF metrics).
     ddb = [line for line in load_lines(args.ddb) if "kind" in line]
     imports = (load_lines(args.imports) or [{}])[0]
-    sections = [setup_line(lines), targets_section(runs, ddb, imports)]
+    mangum = [line for line in load_lines(args.mangum) if line.get("entrance") == "mangum"]
+    sections = [setup_line(lines), targets_section(runs, ddb, imports, mangum)]
     for phase in runs.phases():
         label = f"upstream latency {float(phase or 0):g} ms"
         if runs.keys(phase, "chat"):

@@ -28,7 +28,8 @@
 #   BENCH_ORG_RPM=0         N: the org's requests-per-minute limit (0: none)
 #   PIN=1  LOAD_CPUS=0  UPSTREAM_CPUS=0  GATEWAY_CPUS=1   taskset layout (PIN=0: none)
 #   ENGINE=auto             load.py engine for non-stream: auto (wrk if on PATH) | python
-#   EXTRAS=1                0: skip the DynamoDB round-trip count and the import timing
+#   EXTRAS=1                0: skip the DynamoDB round-trip count, the Mangum handler's CPU
+#                           (bench/mangum_cpu.py) and the import timing
 #   BENCH_COMMIT            the commit to name in the report when run from a snapshot (a
 #                           `git archive` copy, PYTHONPATH=<copy>/layers/dynoyard), not a checkout
 #   LABEL=full|quick        results go to bench/results/<date>-<LABEL>/ (default: full or
@@ -215,6 +216,9 @@ if [[ "$EXTRAS" == 1 ]]; then
   log "DynamoDB round trips per request (in-process app, 50 requests of each kind)"
   POWERTOOLS_LOG_LEVEL=WARNING pin "$GATEWAY_CPUS" "$PY" bench/ddb_roundtrips.py -n 50 \
     >"$OUT_DIR/ddb.jsonl" 2>"$OUT_DIR/ddb.log" || log "ddb_roundtrips failed: $OUT_DIR/ddb.log"
+  log "REST entrance CPU: the Mangum handler in-process, 1000 requests of each kind"
+  pin "$GATEWAY_CPUS" "$PY" bench/mangum_cpu.py -n 1000 >"$OUT_DIR/mangum.jsonl" \
+    2>"$OUT_DIR/mangum.log" || log "mangum_cpu failed: $OUT_DIR/mangum.log"
   log "cold-start import time (5 runs)"
   pin "$GATEWAY_CPUS" "$PY" bench/import_time.py --runs 5 >"$OUT_DIR/imports.json" \
     2>"$OUT_DIR/imports.log" || log "import_time failed: $OUT_DIR/imports.log"
@@ -293,6 +297,7 @@ done
     echo "# pinning: none"
   fi
   echo
-  "$PY" bench/report.py "$RESULTS" --ddb "$OUT_DIR/ddb.jsonl" --imports "$OUT_DIR/imports.json"
+  "$PY" bench/report.py "$RESULTS" --ddb "$OUT_DIR/ddb.jsonl" --imports "$OUT_DIR/imports.json" \
+    --mangum "$OUT_DIR/mangum.jsonl"
 } | tee "$OUT_DIR/report.txt"
 log "results: ${OUT_DIR#"$ROOT"/}/ (results.jsonl, report.txt, logs)"

@@ -7,8 +7,11 @@ One list of scenarios, each run against:
   the Function URL (the streaming entrance), over HTTP.
 
 Each scenario sends requests through an `Entrance` and checks the status, the OpenAI error
-body, the headers, the upstream calls, the usage record and the balance: the two entrances
-must give the same answers, because they are the same app.
+body, the headers, the upstream calls, the usage record and the balance: missing, bad and
+revoked keys (401); a buffered and a streamed answer metered to the exact cost; a zero
+balance (429 insufficient_quota); the org's and a key's rpm limit (429 with retry-after and
+x-ratelimit-*); a key's spend cap; a body over the limit (413). The two entrances must give
+the same answers, because they are the same app; only the way a stream travels differs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dynoyard.domain.limits import key_limits
 from tests.conftest import (
     GATEWAY_SETTINGS,
     Account,
@@ -255,6 +259,38 @@ def org_rpm_limit(entrance: Entrance, world: World) -> None:
     assert record["status"]["N"] == "429" and record["error_code"]["S"] == "rate_limit_exceeded"
 
 
+def key_rpm_limit(entrance: Entrance, world: World) -> None:
+    account = world.make_account("1")
+    key = world.tables.store.create_key(
+        account.org_id, "limited", frozenset(), None, key_limits(rpm=1)
+    ).secret
+    if time.time() % 60 > 55:
+        time.sleep(61 - time.time() % 60)
+    first = entrance.post(chat(uuid.uuid4().hex), key=key)
+    assert first.status == 200, first.text[:500]
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    marker = uuid.uuid4().hex
+    second = entrance.post(chat(marker), key=key)
+    assert_error(second, 429, "requests", "rate_limit_exceeded")
+    assert 1 <= int(second.headers["retry-after"]) <= 60
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    assert world.upstream_calls(marker) == 0
+
+
+def key_spend_cap(entrance: Entrance, world: World) -> None:
+    account = world.make_account("1")
+    # A hold here is about $0.0002 (max_tokens 50 at test prices): the cap can not cover one.
+    key = world.tables.store.create_key(
+        account.org_id, "capped", frozenset(), None, key_limits(daily_usd="0.00001")
+    ).secret
+    marker = uuid.uuid4().hex
+    answer = entrance.post(chat(marker), key=key)
+    assert_error(answer, 429, "insufficient_quota", "spend_cap_reached")
+    assert 1 <= int(answer.headers["retry-after"]) <= 86_400
+    assert world.upstream_calls(marker) == 0
+    assert account.balance() == Decimal("1")
+
+
 def oversized_body(entrance: Entrance, world: World) -> None:
     account = world.make_account("1")
     marker = uuid.uuid4().hex
@@ -279,6 +315,8 @@ SCENARIOS: list[Callable[[Entrance, World], None]] = [
     metered_stream,
     zero_balance,
     org_rpm_limit,
+    key_rpm_limit,
+    key_spend_cap,
     oversized_body,
 ]
 
