@@ -2,8 +2,9 @@
 completions), send every kind of request through each entrance (the uvicorn gateway, the
 streaming entrance run.sh, the Lambda handler through Mangum), then prove that no table
 item and no log line holds any of them, nor any key, outside the two documented exceptions:
-the opt-in cache (not enabled here) and the first 1 KB of an upstream error body
-(`error_head`).
+the opt-in cache (only for the organization that turned it on, only completions, only in the
+cache table under its own partition, and gone once it turns the cache off) and the first
+1 KB of an upstream error body (`error_head`).
 
 A canary is 32 random letters and digits; a leak is any 12-character run of one, so a
 truncated or partly quoted canary is caught too, and no run turns up by chance (62^12)."""
@@ -14,6 +15,9 @@ import contextlib
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ import openai
 import pytest
 
 from tests.conftest import (
+    ROOT,
     UPSTREAM_SECRET,
     FakeContext,
     lambda_event,
@@ -75,6 +80,10 @@ class Exercised:
     # Requests whose ending is not the point (a malformed upstream answer): their log line
     # is waited for, but not required.
     best_effort_ids: list[str] = field(default_factory=list)
+    # The opt-in cache: the canary labels the entries under each partition (`ORG#<id>`) may
+    # hold, and those that must be found there (the scan sees what it looks for).
+    cache_may_hold: dict[str, set[str]] = field(default_factory=dict)
+    cache_must_hold: set[str] = field(default_factory=set)
 
 
 def wait_for_log_lines(read_logs, exercised: Exercised, timeout: float = 10.0) -> str:
@@ -92,17 +101,34 @@ def wait_for_log_lines(read_logs, exercised: Exercised, timeout: float = 10.0) -
         time.sleep(0.05)
 
 
+def item_text(item: dict[str, Any]) -> str:
+    """An item as text, binary attributes (a cached answer) decoded."""
+    return json.dumps(item, default=lambda raw: bytes(raw).decode("utf-8", errors="replace"))
+
+
 def assert_nothing_kept(tables, logs: str, canaries: Canaries, exercised: Exercised) -> None:
-    # Every item of every table, error heads apart.
+    # Every item of every table, error heads and the opt-in cache apart.
     heads: list[tuple[str, dict[str, Any]]] = []
     texts = []
-    for item in tables.scan_all():
-        head = item.pop("error_head", None)
-        if head is not None:
-            heads.append((head["S"], item))
-        texts.append(json.dumps(item))
+    seen_in_cache: set[str] = set()
+    for name in tables.names.values():
+        for item in tables.scan_table(name):
+            if name == tables.names["CACHE_TABLE"]:
+                # Only the partitions of the orgs that opted in, and only their answers.
+                text = item_text(item)
+                allowed = exercised.cache_may_hold.get(item["pk"]["S"], set())
+                found = set(canaries.found_in(text))
+                assert found <= allowed, f"canaries {found - allowed} found in a cache entry"
+                seen_in_cache |= found
+                continue
+            head = item.pop("error_head", None)
+            if head is not None:
+                heads.append((head["S"], item))
+            texts.append(item_text(item))
     found = canaries.found_in("\n".join(texts))
     assert not found, f"canaries {found} found in a table"
+    missing = exercised.cache_must_hold - seen_in_cache
+    assert not missing, f"cached answers {missing} not found: the scan misses what it seeks"
 
     # The documented exception, and only it: the first 1 KB of an upstream error body.
     seen_in_heads: set[str] = set()
@@ -458,4 +484,136 @@ def test_given_canaries_in_every_kind_of_request_to_the_lambda_handler_when_tabl
         canaries.add(f"completion-{index}", secret)
     logs = output.getvalue()
     assert "request finished" in logs
+    assert_nothing_kept(tables, logs, canaries, exercised)
+
+
+# -- the opt-in cache: the one place completions are kept, and only while it is on ---------
+
+
+def dynoyard_cli(env: dict[str, str], *argv: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "dynoyard", "--json", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_given_an_org_with_the_cache_on_when_scanned_then_its_completions_are_only_in_its_cache_entries_until_it_opts_out(  # noqa: E501
+    gateway, make_account, tables, fake_provider
+):
+    provider, _ = fake_provider
+    canaries = Canaries()
+    cached, other = make_account("10"), make_account("10")
+    keys_of(canaries, cached.key, other.key)
+    dynoyard_cli(gateway.env, "org", "set", cached.org_id, "--cache", "on")
+    partition = f"ORG#{cached.org_id}"
+    exercised = Exercised(cache_may_hold={partition: set()})
+    markers: dict[str, str] = {}
+
+    def send(label: str, account=cached, stream: bool = False, **fields: Any) -> str:
+        """A request with its own marker and prompt canary, read to its end; its header."""
+        markers[label] = f"privacy-cache-{label}-{uuid.uuid4().hex}"
+        client = openai.OpenAI(
+            base_url=gateway.base_url + "/v1", api_key=account.key, max_retries=0
+        )
+        model = fields.pop("model", "test-chat")
+        if label == "legacy":
+            raw = client.completions.with_raw_response.create(
+                model=model, prompt=canaries.plant(label), user=markers[label]
+            )
+        elif label == "embed":
+            raw = client.embeddings.with_raw_response.create(
+                model="test-embed", input=canaries.plant(label), user=markers[label]
+            )
+        else:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model,
+                messages=[{"role": "user", "content": canaries.plant(label)}],
+                stream=stream,
+                user=markers[label],
+                **fields,
+            )
+        with contextlib.suppress(openai.APIError):  # some streams end in an error event
+            list(raw.parse()) if stream else raw.parse()
+        exercised.request_ids.append(raw.headers["x-request-id"])
+        return str(raw.headers["x-dynoyard-cache"])
+
+    kept = {  # answers the cache keeps: complete 200s with the upstream's usage
+        "chat": send("chat"),
+        "stream": send("stream", stream=True),
+        "reasoning": send("reasoning", stream=True, model="test-reasoning"),
+        "refusal": send("refusal", stream=True, model="test-refusal"),
+        "legacy": send("legacy"),
+        "fallback": send("fallback", model="test-fallback"),  # its 500 quotes the prompt
+    }
+    assert set(kept.values()) == {"miss"}
+    exercised.error_head_may_hold[exercised.request_ids[-1]] = {"fallback"}
+    not_kept = {
+        "embed": send("embed"),  # kept, but an embedding holds no completion canary
+        "break": send("break", stream=True, model="test-break"),
+        "error-event": send("error-event", stream=True, model="test-error-event"),
+        "bypass": send("bypass", extra_headers={"x-dynoyard-cache": "bypass"}),
+        "other-org": send("other-org", account=other),
+    }
+    assert not_kept["bypass"] == not_kept["other-org"] == "bypass"
+    # A hit: served from the entry, the upstream not called again.
+    repeat = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=cached.key, max_retries=0)
+    chat_prompt = f"PROMPT-CANARY-chat-{canaries.secrets['chat']}"
+    hit = repeat.chat.completions.with_raw_response.create(
+        model="test-chat",
+        messages=[{"role": "user", "content": chat_prompt}],
+        user=markers["chat"],
+    )
+    assert hit.headers["x-dynoyard-cache"] == "hit"
+    exercised.request_ids.append(hit.headers["x-request-id"])
+    assert len(provider.requests_for(markers["chat"])) == 1
+
+    for label, marker in markers.items():
+        generated = provider.canaries_for(marker)
+        for index, secret in enumerate(generated):
+            name = f"completion-{label}-{index}"
+            canaries.add(name, secret)
+            if label in kept:
+                exercised.cache_may_hold[partition].add(name)
+        if label in kept:
+            # The canary the answer carried: the last one (a refusal's text replaces the first).
+            exercised.cache_must_hold.add(f"completion-{label}-{len(generated) - 1}")
+    assert len(exercised.cache_must_hold) == len(kept)
+    logs = wait_for_log_lines(gateway.logs, exercised)
+    assert_nothing_kept(tables, logs, canaries, exercised)
+
+    # An entry past its expiry, not yet removed by DynamoDB's TTL, is never served.
+    [entry] = [
+        item
+        for item in tables.scan_table(tables.names["CACHE_TABLE"])
+        if item["pk"]["S"] == partition
+        and canaries.found_in(item_text(item), {"completion-chat-0"})
+    ]
+    tables.client.update_item(
+        TableName=tables.names["CACHE_TABLE"],
+        Key={"pk": entry["pk"], "sk": entry["sk"]},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+    expired = repeat.chat.completions.with_raw_response.create(
+        model="test-chat",
+        messages=[{"role": "user", "content": chat_prompt}],
+        user=markers["chat"],
+    )
+    assert expired.headers["x-dynoyard-cache"] == "miss"
+    assert not canaries.found_in(expired.text, {"completion-chat-0"})
+    [fresh] = provider.canaries_for(markers["chat"])[1:]
+    canaries.add("completion-chat-1", fresh)
+    exercised.request_ids.append(expired.headers["x-request-id"])
+
+    # Opting out deletes them: then no completion is kept anywhere.
+    shown = dynoyard_cli(gateway.env, "org", "set", cached.org_id, "--cache", "off")
+    assert shown["settings"]["cache_enabled"] is False
+    exercised.cache_may_hold, exercised.cache_must_hold = {}, set()
+    logs = wait_for_log_lines(gateway.logs, exercised)
     assert_nothing_kept(tables, logs, canaries, exercised)

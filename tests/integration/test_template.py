@@ -64,12 +64,15 @@ SECRET = "secret:${ProviderKeysSecretName}-??????"
 # The data plane (adapters/dynamo/ledger.py): GetItem on the key item, a conditional
 # UpdateItem on the org item (the hold), TransactWriteItems = UpdateItem on the org item +
 # PutItem on usage (the settle; IAM authorizes each contained action), PutItem on usage when
-# nothing is refunded; the provider keys from one secret. Nothing else: no Query, no index,
-# no cache or idempotency table.
+# nothing is refunded; the provider keys from one secret; the opt-in response cache
+# (adapters/dynamo/cache.py): GetItem and PutItem (in the settle) on ORG#<id> partitions.
+# Nothing else: no Query, no index, no idempotency table.
 DATA_PLANE_GRANTS = {
     ("AccountsTable", "dynamodb:GetItem", ("KEY#*",)),
     ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*",)),
     ("UsageTable", "dynamodb:PutItem", None),
+    ("CacheTable", "dynamodb:GetItem", ("ORG#*",)),
+    ("CacheTable", "dynamodb:PutItem", ("ORG#*",)),
     (SECRET, "secretsmanager:GetSecretValue", None),
 }
 EXPECTED_GRANTS = {

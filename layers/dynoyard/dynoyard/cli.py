@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dynoyard.domain.accounts import MAX_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
+from dynoyard.domain.accounts import (
+    MAX_CACHE_TTL_SECONDS,
+    MIN_CACHE_TTL_SECONDS,
+    InvalidSetting,
+    Org,
+    UnknownKey,
+    UnknownOrg,
+    check_cache_ttl,
+)
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
@@ -84,8 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("org_id")
     settings = org.add_parser("set", help="change an organization's settings")
     settings.add_argument("org_id")
-    settings.add_argument("--cache", type=_on_off, help="on/off: the opt-in response cache")
-    settings.add_argument("--cache-ttl", type=_positive_int, help="cache TTL in seconds")
+    settings.add_argument(
+        "--cache", type=_on_off, help="on/off: the opt-in response cache (off deletes its entries)"
+    )
+    settings.add_argument(
+        "--cache-ttl",
+        type=_positive_int,
+        help=f"cache TTL in seconds, {MIN_CACHE_TTL_SECONDS}..{MAX_CACHE_TTL_SECONDS}",
+    )
     settings.add_argument(
         "--rpm", type=_non_negative_int, help="requests per minute for the org (0: no limit)"
     )
@@ -129,8 +143,11 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
     if args.action == "show":
         org: Org = store.get_org(args.org_id)
         return org.show()
-    if args.cache_ttl is not None and args.cache_ttl > MAX_CACHE_TTL_SECONDS:
-        raise CliError(f"--cache-ttl can be at most {MAX_CACHE_TTL_SECONDS} seconds")
+    if args.cache_ttl is not None:
+        try:
+            check_cache_ttl(args.cache_ttl)
+        except InvalidSetting as exc:
+            raise CliError(f"--cache-ttl: {exc}") from None
     org = store.update_org_settings(args.org_id, args.cache, args.cache_ttl, args.rpm)
     return org.show()
 

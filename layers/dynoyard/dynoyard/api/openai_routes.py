@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
 from dynoyard.api.responses import RelayResponse
 from dynoyard.api.runtime import Runtime
+from dynoyard.domain.cache import HEADER as CACHE_HEADER
+from dynoyard.domain.cache import client_allows
 from dynoyard.domain.catalog import Model
 from dynoyard.domain.errors import (
     GatewayError,
@@ -20,6 +24,7 @@ from dynoyard.domain.errors import (
     request_too_large,
     store_unavailable,
 )
+from dynoyard.domain.gateway import Call, Gateway
 from dynoyard.domain.keys import ApiKey
 from dynoyard.domain.ports import RateLimited, StoreUnavailable
 from dynoyard.domain.requests import Endpoint
@@ -53,8 +58,48 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def cache_allowed(request: Request) -> bool:
+    """False when the client asked to bypass the response cache (neither read nor write)."""
+    return client_allows(request.headers.get(CACHE_HEADER), request.headers.get("cache-control"))
+
+
+class CacheLabelledRoute(APIRoute):
+    """Every /v1 answer, errors included, says what the response cache did: `hit`, `miss`
+    (looked up, not found), or `bypass` (not consulted: the organization's cache is off,
+    the client asked to bypass it, the request is one that is never cached, or the answer
+    came before the lookup)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def labelled(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except GatewayError as error:
+                error.headers = {**error.headers, CACHE_HEADER: _cache_status(request)}
+                raise
+            response.headers.setdefault(CACHE_HEADER, _cache_status(request))
+            return response
+
+        return labelled
+
+
+def _cache_status(request: Request) -> str:
+    return str(getattr(request.state, "cache_status", "bypass"))
+
+
+async def cached_response(gateway: Gateway, call: Call) -> Response:
+    """A cache hit, buffered or as a stream, as the client asked."""
+    body = await gateway.serve_cached(call)
+    headers = rate_limit_headers(call.hold.limits if call.hold is not None else ())
+    if call.parsed is not None and call.parsed.stream:
+        headers["cache-control"] = "no-cache"
+        return Response(body, media_type="text/event-stream", headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def build_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=CacheLabelledRoute)
 
     async def authenticated(request: Request) -> ApiKey:
         """The caller's key, after the client IP's limits; a failed attempt counts."""
@@ -81,8 +126,10 @@ def build_router(runtime: Runtime) -> APIRouter:
         except GatewayError as error:
             await gateway.refuse(key, endpoint, ip, request_id, error)
             raise
-        call = await gateway.start(key, endpoint, body, ip, request_id)
+        call = await gateway.start(key, endpoint, body, ip, request_id, cache_allowed(request))
         try:
+            if call.cache_status == "hit":
+                return await cached_response(gateway, call)
             upstream = await gateway.open_upstream(call)
             headers = rate_limit_headers(call.hold.limits if call.hold is not None else ())
             if call.served is not None:  # which provider answered, after any fallback
@@ -103,6 +150,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             raise
         finally:
             request.state.upstream_ms = call.upstream_seconds * 1000
+            request.state.cache_status = call.cache_status
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -48,6 +48,7 @@ class Runtime:
             self.catalog,
             keys=store,
             ledger=store,
+            cache=store,
             upstream=AiohttpUpstream(
                 self.provider_keys,
                 connect_timeout=self.settings.upstream_connect_timeout,

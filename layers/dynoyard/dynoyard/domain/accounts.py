@@ -8,8 +8,25 @@ from typing import Any
 
 from dynoyard.domain.money import format_usd
 
+# The response cache holds answers transiently (the privacy policy's "short TTL"): from a
+# minute to a day, half an hour unless the organization says otherwise.
 DEFAULT_CACHE_TTL_SECONDS = 1800
-MAX_CACHE_TTL_SECONDS = 7 * 86_400
+MIN_CACHE_TTL_SECONDS = 60
+MAX_CACHE_TTL_SECONDS = 86_400
+
+
+class InvalidSetting(ValueError):
+    """An organization setting out of its documented range."""
+
+
+def check_cache_ttl(seconds: int) -> int:
+    """The cache TTL if it is within MIN_CACHE_TTL_SECONDS..MAX_CACHE_TTL_SECONDS."""
+    if not MIN_CACHE_TTL_SECONDS <= seconds <= MAX_CACHE_TTL_SECONDS:
+        raise InvalidSetting(
+            f"the cache TTL must be between {MIN_CACHE_TTL_SECONDS} and"
+            f" {MAX_CACHE_TTL_SECONDS:,} seconds (1 minute to 1 day), not {seconds}"
+        )
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,17 @@ from typing import Any
 import anyio
 
 from dynoyard.domain import errors
+from dynoyard.domain.cache import (
+    CacheStatus,
+    ResponseCache,
+    StreamAssembler,
+    decoded,
+    entry_for,
+    never_cached,
+    replay_as_events,
+    request_hash,
+    storable,
+)
 from dynoyard.domain.catalog import Catalog, Model
 from dynoyard.domain.errors import GatewayError
 from dynoyard.domain.keys import ApiKey, hash_key, looks_like_key
@@ -75,6 +86,9 @@ class Call:
     response: UpstreamResponse | None = None  # the answer being relayed, once one is open
     hold: Hold | None = None
     cache_entry: CacheEntry | None = None  # an answer to keep, written with the settle
+    cache_key: str | None = None  # the request's hash, once the cache is consulted
+    cache_status: CacheStatus = "bypass"  # what the cache did (x-dynoyard-cache)
+    cached: bytes | None = None  # the stored answer of a hit
     upstream_seconds: float = 0.0
     settled: bool = False
     deadline: float = float("inf")  # time.monotonic() by which the upstream work must end
@@ -102,6 +116,7 @@ class Gateway:
         upstream: Upstream,
         observer: Observer,
         *,
+        cache: ResponseCache | None = None,
         key_cache_seconds: float = 5.0,
         max_response_bytes: int = 6 * 1024 * 1024,
         deadline_seconds: float = 25.0,
@@ -112,6 +127,7 @@ class Gateway:
         self._ledger = ledger
         self._upstream = upstream
         self._observer = observer
+        self._cache = cache  # organizations' opt-in response caches; None: no cache at all
         self._key_cache_seconds = key_cache_seconds
         self._key_cache: dict[str, tuple[ApiKey | None, float]] = {}
         self._max_response_bytes = max_response_bytes
@@ -164,9 +180,17 @@ class Gateway:
     # -- one metered call -------------------------------------------------------------
 
     async def start(
-        self, key: ApiKey, endpoint: Endpoint, body: bytes, client_ip: str, request_id: str
+        self,
+        key: ApiKey,
+        endpoint: Endpoint,
+        body: bytes,
+        client_ip: str,
+        request_id: str,
+        use_cache: bool = True,
     ) -> Call:
-        """Validate, choose the route and place the hold. Any refusal is recorded, then raised."""
+        """Validate, choose the route, place the hold and, for an organization whose cache
+        is on, look the answer up (`use_cache` False: the client asked to bypass it). Any
+        refusal is recorded, then raised."""
         call = _new_call(key, endpoint, client_ip, request_id)
         call.deadline = time.monotonic() + self._deadline_seconds
         record = call.record
@@ -201,7 +225,51 @@ class Gateway:
         except GatewayError as error:
             await self.fail(call, error)
             raise
+        await self._consult_cache(call, use_cache)
         return call
+
+    async def _consult_cache(self, call: Call, use_cache: bool) -> None:
+        """After the hold, which said whether the organization's cache is on (an org whose
+        cache is off pays no round trip and no hashing): a hit keeps the stored answer on
+        the call; a miss keeps the key its answer may be stored under (domain/cache.py)."""
+        parsed, hold = call.parsed, call.hold
+        if self._cache is None or not use_cache or parsed is None or hold is None:
+            return
+        if hold.cache_ttl_seconds is None or never_cached(parsed) is not None:
+            return
+        call.cache_key = request_hash(parsed.endpoint, parsed.payload)
+        call.cache_status = "miss"
+        try:
+            stored = await self._cache.cached_answer(call.record.org_id, call.cache_key)
+        except Exception:  # the store unreachable, or a table not as the template says
+            return  # the cache is a shortcut: the upstream answers instead
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.abandon(call)
+            raise
+        if stored is not None and decoded(stored) is not None:
+            call.cached, call.cache_status = stored, "hit"
+
+    async def serve_cached(self, call: Call) -> bytes:
+        """A hit: settled before the answer goes out, and the stored answer handed back
+        (as server-sent events when the client streams). No upstream was called, so a hit
+        costs nothing and counts no tokens; its record says `cached`."""
+        assert call.parsed is not None and call.cached is not None
+        body = call.cached
+        if call.parsed.stream:
+            answer = decoded(body)
+            assert answer is not None  # checked when it was found
+            body = replay_as_events(answer, call.parsed.endpoint, call.parsed.client_wants_usage)
+        call.record.status, call.record.cached = 200, True
+        await self.settle(call)
+        return body
+
+    def _keep(self, call: Call, answer: bytes | None) -> None:
+        """A complete answer of a cache miss joins the settle as the org's cache entry."""
+        ttl = call.hold.cache_ttl_seconds if call.hold is not None else None
+        if answer is None or call.cache_key is None or ttl is None:
+            return
+        call.cache_entry = entry_for(call.record.org_id, call.cache_key, answer, ttl, time.time())
 
     async def refuse(
         self, key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str, error: GatewayError
@@ -329,6 +397,9 @@ class Gateway:
             raise unreadable
         call.record.status = 200
         self._charge(call, _usage_of(answer, call.parsed))
+        if call.cache_key is not None and response.status == 200 and storable(answer):
+            # Only an answer whose usage the upstream reported (domain/cache.py).
+            self._keep(call, None if call.record.usage_estimated else raw)
         await self.settle(call)
         return raw
 
@@ -341,9 +412,13 @@ class Gateway:
             prompt_chars=call.parsed.prompt_chars,
         )
         status = CLIENT_CLOSED  # until the stream reaches its end
+        # Only for a cache miss: the stream rebuilt into the answer to store.
+        assembler = StreamAssembler(call.parsed.endpoint) if call.cache_key is not None else None
         try:
             try:
                 async for chunk in response.iter_bytes():
+                    if assembler is not None:
+                        assembler.feed(chunk)
                     out = meter.feed(chunk)
                     if out:
                         yield out
@@ -368,6 +443,8 @@ class Gateway:
                 # a stream the upstream broke before producing anything costs nothing.
                 paid = meter.produced_anything or status == CLIENT_CLOSED
                 self._charge(call, meter.tokens() if paid else None)
+                if assembler is not None and _complete(meter, status):
+                    self._keep(call, assembler.answer())
                 await self.settle(call)
 
     # -- settling -------------------------------------------------------------------------
@@ -421,6 +498,7 @@ class Gateway:
                 break
             except Exception as exc:  # any store failure is retried, then reported
                 failure = exc
+                call.cache_entry = None  # the cache never costs a settle: retried without it
         call.settled = True
         if record.cost_usd > call.held:
             # The upstream generated past the limit it was sent; the balance may go below
@@ -442,6 +520,13 @@ def _new_call(key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str) 
         client_ip=client_ip,
     )
     return Call(record=record, started=time.perf_counter())
+
+
+def _complete(meter: StreamMeter, status: int) -> bool:
+    """A stream worth caching: the upstream sent its [DONE] with no error event and its own
+    usage (a client that closes right after [DONE] is recorded as leaving, yet had it all)."""
+    whole = meter.done and not meter.upstream_error and meter.usage is not None
+    return whole and status in (200, CLIENT_CLOSED)
 
 
 def _check_fits(model: Model, parsed: ParsedRequest) -> None:

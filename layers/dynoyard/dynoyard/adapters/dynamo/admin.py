@@ -13,14 +13,21 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
+from dynoyard.adapters.dynamo.cache import CacheTable
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, now_iso, num, org_key, plain, typed
-from dynoyard.domain.accounts import DEFAULT_CACHE_TTL_SECONDS, Org, UnknownKey, UnknownOrg
+from dynoyard.domain.accounts import (
+    DEFAULT_CACHE_TTL_SECONDS,
+    Org,
+    UnknownKey,
+    UnknownOrg,
+    check_cache_ttl,
+)
 from dynoyard.domain.keys import NewKey, generate_key, new_org_id
 from dynoyard.domain.limits import KeyLimits
 
 
-class AccountsAdmin:
+class AccountsAdmin(CacheTable):
     _db: DynamoClient
     accounts_table: str
 
@@ -62,7 +69,14 @@ class AccountsAdmin:
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
     ) -> Org:
-        """Changes what is given; `rate_limit_rpm=0` removes the limit."""
+        """Changes what is given; `rate_limit_rpm=0` removes the limit. Turning the cache
+        off deletes the organization's entries (after the setting is written, so no new
+        request reads them); turning it back on first deletes what a request in flight at
+        the opt-out may have stored since, so nothing of an earlier period is ever served."""
+        if cache_ttl_seconds is not None:
+            check_cache_ttl(cache_ttl_seconds)
+        if cache_enabled and not (await self.get_org(org_id)).cache_enabled:
+            await self.clear_cache(org_id)
         changes: dict[str, Any] = {}
         if cache_enabled is not None:
             changes["cache_enabled"] = cache_enabled
@@ -82,6 +96,8 @@ class AccountsAdmin:
             if names:
                 update |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
             await self._update_existing_org(org_id, update)
+        if cache_enabled is False:
+            await self.clear_cache(org_id)
         return await self.get_org(org_id)
 
     async def _update_existing_org(self, org_id: str, update: dict[str, Any]) -> None:
