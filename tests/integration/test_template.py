@@ -62,14 +62,15 @@ def test_given_fresh_names_when_ensured_twice_then_tables_match_the_template(tab
 ACCOUNT_PREFIX = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
 SECRET = "secret:${ProviderKeysSecretName}-??????"
 # The data plane (adapters/dynamo/ledger.py): GetItem on the key item, a conditional
-# UpdateItem on the org item (the hold), TransactWriteItems = UpdateItem on the org item +
+# UpdateItem on the org item (the hold), on the key item (its limits' counters) and on
+# IP#<address> (failed key attempts), TransactWriteItems = UpdateItem on the org item +
 # PutItem on usage (the settle; IAM authorizes each contained action), PutItem on usage when
 # nothing is refunded; the provider keys from one secret; the opt-in response cache
 # (adapters/dynamo/cache.py): GetItem and PutItem (in the settle) on ORG#<id> partitions.
 # Nothing else: no Query, no index, no idempotency table.
 DATA_PLANE_GRANTS = {
     ("AccountsTable", "dynamodb:GetItem", ("KEY#*",)),
-    ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*",)),
+    ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*", "KEY#*", "IP#*")),
     ("UsageTable", "dynamodb:PutItem", None),
     ("CacheTable", "dynamodb:GetItem", ("ORG#*",)),
     ("CacheTable", "dynamodb:PutItem", ("ORG#*",)),
