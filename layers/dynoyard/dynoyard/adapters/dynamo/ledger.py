@@ -151,26 +151,16 @@ class HotPath:
                 values[f":a{i}"] = num(counter.amount)
                 sets.append(f"#l{i} = #l{i} - :a{i}")
                 conditions.append(f"#w{i} = :w{i} AND #l{i} >= :a{i}")
-        try:
-            answer = await self._db.call(
-                "UpdateItem",
-                {
-                    "TableName": self.accounts_table,
-                    "Key": _key_item_key(key_hash),
-                    "UpdateExpression": "SET " + ", ".join(sets),
-                    "ConditionExpression": " AND ".join(conditions),
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                    "ReturnValues": "ALL_NEW",
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                },
-                idempotent=False,  # a lost answer must not count the request twice
-            )
-        except DynamoError as error:
-            if not error.condition_failed:
-                raise
-            return False, plain(error.body.get("Item") or {})
-        return True, plain(answer.get("Attributes") or {})
+        return await self._update_if(
+            {
+                "TableName": self.accounts_table,
+                "Key": _key_item_key(key_hash),
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        )
 
     async def _give_back(self, key_hash: str, amounts: list[tuple[Counter, Decimal]]) -> None:
         """Returns amounts to the counters' slots (an org that refused the hold)."""
@@ -189,28 +179,21 @@ class HotPath:
             else:
                 update = "SET fails_minute = :minute, fails = :one, expires_at = :expires"
                 condition = "attribute_not_exists(fails_minute) OR fails_minute < :minute"
-            try:
-                answer = await self._db.call(
-                    "UpdateItem",
-                    {
-                        "TableName": self.accounts_table,
-                        "Key": {"pk": {"S": f"IP#{ip}"}, "sk": {"S": "FAILS"}},
-                        "UpdateExpression": update,
-                        "ConditionExpression": condition,
-                        "ExpressionAttributeValues": {
-                            ":one": num(1),
-                            ":minute": num(minute),
-                            ":expires": num(int(now) + 3600),
-                        },
-                        "ReturnValues": "ALL_NEW",
+            counted, item = await self._update_if(
+                {
+                    "TableName": self.accounts_table,
+                    "Key": {"pk": {"S": f"IP#{ip}"}, "sk": {"S": "FAILS"}},
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": {
+                        ":one": num(1),
+                        ":minute": num(minute),
+                        ":expires": num(int(now) + 3600),
                     },
-                    idempotent=False,
-                )
-            except DynamoError as error:
-                if not error.condition_failed:
-                    raise
-                continue
-            return int(plain(answer["Attributes"]).get("fails", 1))
+                }
+            )
+            if counted:
+                return int(item.get("fails", 1))
         raise StoreUnavailable("the failure window kept moving")
 
     async def _hold_once(
@@ -232,23 +215,33 @@ class HotPath:
                 "balance_usd >= :amount AND (attribute_not_exists(rpm_minute)"
                 " OR rpm_minute < :minute)"
             )
+        return await self._update_if(
+            {
+                "TableName": self.accounts_table,
+                "Key": org_key(org_id),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": {
+                    ":amount": num(amount),
+                    ":one": num(1),
+                    ":minute": num(minute),
+                },
+            }
+        )
+
+    async def _update_if(self, params: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """A conditional UpdateItem that is never sent twice (a lost answer must not take
+        or count anything twice): (True, the item after it) or (False, the item as it was,
+        to tell why not)."""
         try:
             answer = await self._db.call(
                 "UpdateItem",
                 {
-                    "TableName": self.accounts_table,
-                    "Key": org_key(org_id),
-                    "UpdateExpression": update,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeValues": {
-                        ":amount": num(amount),
-                        ":one": num(1),
-                        ":minute": num(minute),
-                    },
+                    **params,
                     "ReturnValues": "ALL_NEW",
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
-                idempotent=False,  # a lost answer must not take the hold twice
+                idempotent=False,
             )
         except DynamoError as error:
             if not error.condition_failed:
