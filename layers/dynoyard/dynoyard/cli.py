@@ -4,29 +4,31 @@ endpoint); `--json` before the command makes every command print JSON and nothin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import sys
-import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dynoyard.domain.accounts import (
     MAX_CACHE_TTL_SECONDS,
     MIN_CACHE_TTL_SECONDS,
-    InvalidSetting,
     Org,
     UnknownKey,
     UnknownOrg,
-    check_cache_ttl,
 )
+from dynoyard.domain.administration import OPERATOR, Administration, InvalidRequest, NotAllowed
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
 
 if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import BlockingStore
+
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -143,12 +145,12 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
     if args.action == "show":
         org: Org = store.get_org(args.org_id)
         return org.show()
-    if args.cache_ttl is not None:
-        try:
-            check_cache_ttl(args.cache_ttl)
-        except InvalidSetting as exc:
-            raise CliError(f"--cache-ttl: {exc}") from None
-    org = store.update_org_settings(args.org_id, args.cache, args.cache_ttl, args.rpm)
+    org = _administer(
+        store,
+        lambda admin: admin.change_settings(
+            OPERATOR, args.org_id, args.cache, args.cache_ttl, args.rpm
+        ),
+    )
     return org.show()
 
 
@@ -157,22 +159,40 @@ def _key_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
         store.revoke_key(args.key_id)
         return {"key_id": args.key_id, "revoked": True}
     models = frozenset(m.strip() for m in (args.models or "").split(",") if m.strip())
-    expires_at = int(time.time()) + args.expires_in * 86_400 if args.expires_in else None
     try:
         limits = key_limits(args.rpm, args.tpm, args.daily_usd, args.monthly_usd)
     except InvalidLimit as exc:
         raise CliError(str(exc)) from None
-    new = store.create_key(args.org, args.name, models, expires_at, limits)
+    new = _administer(
+        store,
+        lambda admin: admin.create_key(
+            OPERATOR, args.org, args.name, models, args.expires_in, limits
+        ),
+    )
     return {"key_id": new.key_id, "api_key": new.secret}
 
 
 def _grant(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
-    if args.usd == 0:
-        raise CliError("--usd must not be zero")
-    if args.usd < 0 and not args.reason:
-        raise CliError("taking credits back (a negative --usd) needs a --reason")
-    org = store.grant_credits(args.org, args.usd, args.reason or "granted by operator")
+    org = _administer(
+        store, lambda admin: admin.grant_credits(OPERATOR, args.org, args.usd, args.reason)
+    )
     return {"org_id": org.org_id, "balance_usd": format_usd(org.balance_usd)}
+
+
+def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[T]]) -> T:
+    """Runs one of the account use cases (domain/administration.py) as the operator: the
+    same rules the console applies."""
+
+    async def run() -> T:
+        try:
+            return await use(Administration(store.store))
+        finally:
+            await store.store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (InvalidRequest, NotAllowed) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _export(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:

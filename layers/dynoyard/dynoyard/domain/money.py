@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 MILLION = Decimal(1_000_000)
+MAX_GRANT_USD = Decimal(1_000_000)  # one grant, either way
 ZERO = Decimal(0)
 
 
