@@ -9,6 +9,7 @@ import uvicorn
 
 from dynoyard.adapters.dynamo import BlockingStore
 from dynoyard.api.app import create_app
+from dynoyard.console.app import ConsoleBeside, create_console_app
 from dynoyard.local import demo_upstream
 from dynoyard.local.seed import ensure_demo_org
 from dynoyard.settings import GatewaySettings
@@ -19,8 +20,11 @@ LOCAL_DIR = Path(".local")
 def build_dev_app(port: int):  # type: ignore[no-untyped-def]
     os.environ.setdefault("DYNOYARD_DEMO_API_KEY", "demo")
     os.environ.setdefault("DYNOYARD_DEMO_BASE_URL", f"http://127.0.0.1:{port}/demo/v1")
+    os.environ.setdefault("DYNOYARD_PUBLIC_URL", f"http://127.0.0.1:{port}")
     app = create_app(GatewaySettings())
     app.mount("/demo", demo_upstream.create_app())
+    # The console API (/api/...) on the same port; email goes to DYNOYARD_OUTBOX_DIR.
+    app.add_middleware(ConsoleBeside, console=create_console_app())
     return app
 
 

@@ -1,0 +1,432 @@
+"""The console's items in the accounts table: users, sign-in links, sessions, memberships.
+
+Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch seconds):
+  USER#<user_id>         / META               email, name, language, verified, created_at,
+                                              terms_accepted_at, sessions_epoch
+  EMAIL#<normalized>     / USER               user_id: one user per address (conditional put)
+  LINK#<sha256(token)>   / LINK               email, name, purpose, terms_accepted, expires_at
+  SESSION#<sha256(token)>/ SESSION            user_id, epoch, renewed_at, expires_at
+  ORG#<org_id>           / MEMBER#<user_id>   user_id, role
+  USER#<user_id>         / ORG#<org_id>       org_id, role
+
+Secrets (link and session tokens) are never stored: only their SHA-256. A link is consumed
+by a conditional delete, so it works once however many requests race with it. A session
+carries the user's `sessions_epoch` from when it began; ending every session of a user
+bumps that number, and a session whose epoch differs is refused: no query, no scan.
+Reads ignore items whose `expires_at` has passed (DynamoDB's TTL deletes them late).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
+from dynoyard.adapters.dynamo.codec import attribute, now_iso, plain, typed
+
+Role = Literal["owner", "admin", "member"]
+ROLES: tuple[Role, ...] = ("member", "admin", "owner")  # ascending power
+
+
+class EmailTaken(Exception):
+    """Another user already has this address."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    email: str
+    name: str
+    language: str
+    verified: bool
+    created_at: str
+    terms_accepted_at: str | None
+    sessions_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLink:
+    email: str
+    name: str
+    purpose: str  # "sign_in" or "sign_up"
+    terms_accepted: bool
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_hash: str
+    user_id: str
+    epoch: int
+    renewed_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    org_id: str
+    user_id: str
+    role: Role
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+class ConsoleStore:
+    def __init__(
+        self, client: DynamoClient, accounts_table: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = client
+        self.table = accounts_table
+        self._clock = clock
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    async def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        answer = await self._db.call(
+            "GetItem", {"TableName": self.table, "Key": _key(pk, sk), "ConsistentRead": True}
+        )
+        item = answer.get("Item")
+        if not item:
+            return None
+        found = plain(item)
+        expires = found.get("expires_at")
+        if expires is not None and int(expires) <= self.now():
+            return None  # past its TTL, not yet deleted
+        return found
+
+    # -- sign-in links -----------------------------------------------------------------
+
+    async def put_link(
+        self,
+        token_hash: str,
+        email: str,
+        name: str,
+        purpose: str,
+        terms_accepted: bool,
+        ttl_seconds: int,
+    ) -> None:
+        item = {
+            "pk": f"LINK#{token_hash}",
+            "sk": "LINK",
+            "email": email,
+            "name": name,
+            "purpose": purpose,
+            "terms_accepted": terms_accepted,
+            "expires_at": self.now() + ttl_seconds,
+        }
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.table,
+                "Item": typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
+            idempotent=False,
+        )
+
+    async def consume_link(self, token_hash: str) -> SignInLink | None:
+        """The link, deleted in the same write; None when it does not exist, was used, or
+        has expired. Not retried on a transport error: a link is never used twice."""
+        try:
+            answer = await self._db.call(
+                "DeleteItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"LINK#{token_hash}", "LINK"),
+                    "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
+                    "ExpressionAttributeValues": {":now": attribute(self.now())},
+                    "ReturnValues": "ALL_OLD",
+                },
+                idempotent=False,
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                return None
+            raise
+        item = plain(answer.get("Attributes") or {})
+        if not item:
+            return None
+        return SignInLink(
+            email=str(item["email"]),
+            name=str(item.get("name", "")),
+            purpose=str(item.get("purpose", "sign_in")),
+            terms_accepted=bool(item.get("terms_accepted", False)),
+            expires_at=int(item["expires_at"]),
+        )
+
+    # -- users ---------------------------------------------------------------------------
+
+    async def get_user(self, user_id: str) -> User | None:
+        item = await self._get(f"USER#{user_id}", "META")
+        return _user(item) if item else None
+
+    async def find_user_by_email(self, normalized_email: str) -> User | None:
+        pointer = await self._get(f"EMAIL#{normalized_email}", "USER")
+        return await self.get_user(str(pointer["user_id"])) if pointer else None
+
+    async def create_user(
+        self,
+        user_id: str,
+        email: str,
+        normalized_email: str,
+        name: str,
+        language: str,
+        verified: bool,
+        terms_accepted_at: str | None,
+    ) -> User:
+        """The user and the pointer from the address, together; EmailTaken when another
+        user has the address (two first sign-ins racing)."""
+        created = now_iso()
+        user = {
+            "pk": f"USER#{user_id}",
+            "sk": "META",
+            "user_id": user_id,
+            "email": email,
+            "name": name,
+            "language": language,
+            "verified": verified,
+            "created_at": created,
+            "terms_accepted_at": terms_accepted_at,
+            "sessions_epoch": 0,
+        }
+        pointer = {"pk": f"EMAIL#{normalized_email}", "sk": "USER", "user_id": user_id}
+        try:
+            await self._db.call(
+                "TransactWriteItems",
+                {
+                    "TransactItems": [
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": typed(item),
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        }
+                        for item in (pointer, user)
+                    ]
+                },
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                raise EmailTaken(normalized_email) from None
+            raise
+        return _user(user)
+
+    async def update_user(
+        self, user_id: str, name: str | None = None, language: str | None = None
+    ) -> User | None:
+        changes = {k: v for k, v in (("name", name), ("language", language)) if v is not None}
+        if changes:
+            try:
+                await self._db.call(
+                    "UpdateItem",
+                    {
+                        "TableName": self.table,
+                        "Key": _key(f"USER#{user_id}", "META"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "UpdateExpression": "SET "
+                        + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+                        "ExpressionAttributeNames": {f"#f{i}": k for i, k in enumerate(changes)},
+                        "ExpressionAttributeValues": {
+                            f":v{i}": attribute(v) for i, v in enumerate(changes.values())
+                        },
+                    },
+                )
+            except DynamoError as error:
+                if error.condition_failed:
+                    return None
+                raise
+        return await self.get_user(user_id)
+
+    # -- memberships -------------------------------------------------------------------
+
+    async def add_member(self, org_id: str, user_id: str, role: Role) -> None:
+        items = [
+            {"pk": f"ORG#{org_id}", "sk": f"MEMBER#{user_id}", "user_id": user_id, "role": role},
+            {"pk": f"USER#{user_id}", "sk": f"ORG#{org_id}", "org_id": org_id, "role": role},
+        ]
+        await self._db.call(
+            "TransactWriteItems",
+            {
+                "TransactItems": [
+                    {"Put": {"TableName": self.table, "Item": typed(i)}} for i in items
+                ]
+            },
+        )
+
+    async def membership(self, org_id: str, user_id: str) -> Membership | None:
+        item = await self._get(f"ORG#{org_id}", f"MEMBER#{user_id}")
+        if not item or item.get("role") not in ROLES:
+            return None
+        return Membership(org_id, user_id, item["role"])
+
+    async def user_orgs(self, user_id: str) -> list[Membership]:
+        items = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"USER#{user_id}"),
+                    ":prefix": attribute("ORG#"),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return [
+            Membership(str(i["org_id"]), user_id, i["role"])
+            for i in items
+            if i.get("role") in ROLES
+        ]
+
+    async def org_members(self, org_id: str) -> list[Membership]:
+        items = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"ORG#{org_id}"),
+                    ":prefix": attribute("MEMBER#"),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return [
+            Membership(org_id, str(i["user_id"]), i["role"])
+            for i in items
+            if i.get("role") in ROLES
+        ]
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def create_session(
+        self, token_hash: str, user_id: str, epoch: int, ttl_seconds: int
+    ) -> Session:
+        now = self.now()
+        session = Session(token_hash, user_id, epoch, now, now + ttl_seconds)
+        item = {
+            "pk": f"SESSION#{token_hash}",
+            "sk": "SESSION",
+            "user_id": user_id,
+            "epoch": epoch,
+            "renewed_at": now,
+            "expires_at": session.expires_at,
+        }
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.table,
+                "Item": typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
+            idempotent=False,
+        )
+        return session
+
+    async def get_session(self, token_hash: str) -> Session | None:
+        item = await self._get(f"SESSION#{token_hash}", "SESSION")
+        if not item:
+            return None
+        return Session(
+            token_hash,
+            str(item["user_id"]),
+            int(item.get("epoch", 0)),
+            int(item.get("renewed_at", 0)),
+            int(item["expires_at"]),
+        )
+
+    async def renew_session(self, token_hash: str, ttl_seconds: int) -> int | None:
+        """Moves the session's expiry to now + ttl; None when it has ended meanwhile."""
+        now = self.now()
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"SESSION#{token_hash}", "SESSION"),
+                    "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
+                    "UpdateExpression": "SET renewed_at = :now, expires_at = :expires",
+                    "ExpressionAttributeValues": {
+                        ":now": attribute(now),
+                        ":expires": attribute(now + ttl_seconds),
+                    },
+                },
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                return None
+            raise
+        return now + ttl_seconds
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._db.call(
+            "DeleteItem", {"TableName": self.table, "Key": _key(f"SESSION#{token_hash}", "SESSION")}
+        )
+
+    async def end_all_sessions(self, user_id: str) -> None:
+        """Every session the user has, on every device, stops working at once."""
+        await self._db.call(
+            "UpdateItem",
+            {
+                "TableName": self.table,
+                "Key": _key(f"USER#{user_id}", "META"),
+                "ConditionExpression": "attribute_exists(pk)",
+                "UpdateExpression": "ADD sessions_epoch :one",
+                "ExpressionAttributeValues": {":one": attribute(1)},
+            },
+            idempotent=False,
+        )
+
+    # -- keys (read side; created and revoked by AccountsAdmin) ---------------------------
+
+    async def org_keys(self, org_id: str) -> list[dict[str, Any]]:
+        """The organization's key items (GSI gsi1: ORG#<org_id> / KEY#<key_id>)."""
+        return await self._query(
+            {
+                "IndexName": "gsi1",
+                "KeyConditionExpression": "gsi1pk = :pk AND begins_with(gsi1sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"ORG#{org_id}"),
+                    ":prefix": attribute("KEY#"),
+                },
+            }
+        )
+
+    async def key_org(self, key_id: str) -> str | None:
+        """The organization a key id belongs to (its KEYID# pointer), None if unknown."""
+        item = await self._get(f"KEYID#{key_id}", "KEY")
+        return str(item["org_id"]) if item else None
+
+    async def _query(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = {"TableName": self.table, **params}
+            if start:
+                page["ExclusiveStartKey"] = start
+            answer = await self._db.call("Query", page)
+            now = self.now()
+            for raw in answer.get("Items", []):
+                item = plain(raw)
+                expires = item.get("expires_at")
+                if expires is None or int(expires) > now:
+                    items.append(item)
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+
+def _user(item: dict[str, Any]) -> User:
+    accepted = item.get("terms_accepted_at")
+    return User(
+        user_id=str(item["user_id"]),
+        email=str(item["email"]),
+        name=str(item.get("name", "")),
+        language=str(item.get("language", "en")),
+        verified=bool(item.get("verified", False)),
+        created_at=str(item.get("created_at", "")),
+        terms_accepted_at=str(accepted) if accepted else None,
+        sessions_epoch=int(item.get("sessions_epoch", 0)),
+    )

@@ -1,0 +1,55 @@
+"""The console API's FastAPI application: routes under `/api`, the OpenAPI document at
+`/api/openapi.json` (no docs pages), every error in the console's one shape."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dynoyard import __version__
+from dynoyard.console import auth, orgs
+from dynoyard.console.errors import install_error_handlers
+from dynoyard.console.runtime import ConsoleRuntime
+from dynoyard.console.settings import ConsoleSettings
+from dynoyard.domain.email import EmailSender
+
+
+def create_console_app(
+    settings: ConsoleSettings | None = None,
+    *,
+    email_sender: EmailSender | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """`email_sender` defaults to the directory outbox (DYNOYARD_OUTBOX_DIR); tests pass
+    their own sender and a fake clock."""
+    app = FastAPI(
+        title="Dynoyard console API",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.console = ConsoleRuntime(settings or ConsoleSettings(), email_sender, clock)
+    app.include_router(auth.router)
+    app.include_router(orgs.router)
+    install_error_handlers(app)
+    return app
+
+
+class ConsoleBeside:
+    """ASGI middleware serving `/api` and everything under it from the console app and all
+    else from the app it wraps: `make dev` serves both on one port."""
+
+    def __init__(self, app: ASGIApp, console: ASGIApp) -> None:
+        self.app = app
+        self.console = console
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if path == "/api" or path.startswith("/api/"):
+            await self.console(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -1,0 +1,316 @@
+"""Sign-up and sign-in by emailed link, the session cookie, CSRF, and who is asking.
+
+Tokens: a link token and a session token are 32 random bytes (URL-safe base64), stored
+only as their SHA-256. The CSRF token of a session is derived from its session token
+(SHA-256 of "csrf:" + token), so it is stored nowhere and is useless without the cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.responses import RedirectResponse
+
+from dynoyard.adapters.dynamo.codec import now_iso
+from dynoyard.adapters.dynamo.console_store import EmailTaken, Session, User
+from dynoyard.console.errors import (
+    ConsoleError,
+    bad_request,
+    csrf_failed,
+    not_signed_in,
+)
+from dynoyard.console.runtime import ConsoleRuntime
+from dynoyard.console.settings import ConsoleSettings
+from dynoyard.console.validation import LANGUAGES, clean_name, normalized_email, valid_email
+from dynoyard.domain.accounts import UnknownOrg
+from dynoyard.domain.email import Email, EmailFailed
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "dynoyard_session"
+MAX_TOKEN = 128  # longer than any token this service makes
+CONSOLE_PATH = "/console"
+LINK_SENT = {
+    "status": "sent",
+    "message": "If this address can receive email, a sign-in link is on its way."
+    " It works once, within 15 minutes.",
+}
+
+router = APIRouter(prefix="/api")
+
+
+def sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def csrf_token_for(session_token: str) -> str:
+    return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()
+
+
+def runtime(request: Request) -> ConsoleRuntime:
+    found: ConsoleRuntime = request.app.state.console
+    return found
+
+
+def set_session_cookie(response: Response, token: str, settings: ConsoleSettings) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=not settings.local_http,
+    )
+
+
+def clear_session_cookie(response: Response, settings: ConsoleSettings) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=not settings.local_http
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: User
+    session: Session
+    csrf_token: str
+
+
+async def signed_in(request: Request, response: Response) -> Caller:
+    """The signed-in user, or 401. A session in use is renewed at most every
+    `session_renew_seconds` (its expiry and the cookie's move to now + TTL)."""
+    rt = runtime(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if not token or len(token) > MAX_TOKEN:
+        raise not_signed_in()
+    token_hash = sha256(token)
+    session = await rt.store.get_session(token_hash)
+    if session is None:
+        raise not_signed_in()
+    user = await rt.store.get_user(session.user_id)
+    if user is None or user.sessions_epoch != session.epoch:
+        raise not_signed_in()  # the user signed out everywhere since this session began
+    if rt.store.now() - session.renewed_at >= rt.settings.session_renew_seconds:
+        if await rt.store.renew_session(token_hash, rt.settings.session_ttl_seconds) is None:
+            raise not_signed_in()
+        set_session_cookie(response, token, rt.settings)
+    return Caller(user, session, csrf_token_for(token))
+
+
+async def signed_in_with_csrf(
+    request: Request, caller: Annotated[Caller, Depends(signed_in)]
+) -> Caller:
+    """For every state-changing call made with the session cookie: 403 unless the
+    X-CSRF-Token header is this session's csrf_token."""
+    sent = request.headers.get("x-csrf-token", "")
+    if not hmac.compare_digest(sent.encode(), caller.csrf_token.encode()):
+        raise csrf_failed()
+    return caller
+
+
+SignedIn = Annotated[Caller, Depends(signed_in)]
+SignedInCsrf = Annotated[Caller, Depends(signed_in_with_csrf)]
+
+
+# -- sign-up and sign-in by email link -------------------------------------------------
+
+
+class EmailLinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: StrictStr = Field(max_length=320)
+    name: StrictStr | None = Field(None, max_length=400)
+    accept_terms: StrictBool = False
+
+
+@router.post("/auth/email-link", status_code=202)
+async def request_email_link(body: EmailLinkRequest, request: Request) -> dict[str, str]:
+    """Always the same 202 answer, whether or not the address has an account. A known
+    address gets a sign-in link; a new one a sign-up link if `accept_terms` is true (the
+    terms say 18+), else an email saying how to sign up."""
+    rt = runtime(request)
+    email = valid_email(body.email)
+    if email is None:
+        raise bad_request("That is not an email address.", param="email", code="invalid_email")
+    name = clean_name(body.name or "")
+    if name is None:
+        raise bad_request(
+            "The name must be at most 100 characters, without control characters.",
+            param="name",
+        )
+    user = await rt.store.find_user_by_email(normalized_email(email))
+    minutes = rt.settings.link_ttl_seconds // 60
+    if user is None and not body.accept_terms:
+        message = Email(
+            to=email,
+            subject="Dynoyard: no account uses this address",
+            text=(
+                "Someone (perhaps you) asked to sign in to Dynoyard with this address, but"
+                " no account uses it.\n\nTo create one, sign up and accept the terms (you"
+                " must be 18 or older). If it was not you, ignore this email.\n"
+            ),
+        )
+    else:
+        token = secrets.token_urlsafe(32)
+        purpose = "sign_in" if user is not None else "sign_up"
+        await rt.store.put_link(
+            sha256(token),
+            email,
+            name,
+            purpose,
+            terms_accepted=user is None and body.accept_terms,
+            ttl_seconds=rt.settings.link_ttl_seconds,
+        )
+        url = f"{rt.settings.public_url.rstrip('/')}/api/auth/email-link/callback?token={token}"
+        action = "sign in to" if user is not None else "finish creating your account on"
+        message = Email(
+            to=email,
+            subject="Your Dynoyard sign-in link",
+            text=(
+                f"Open this link to {action} Dynoyard:\n\n{url}\n\n"
+                f"It works once, within {minutes} minutes. If you did not ask for it,"
+                " ignore this email.\n"
+            ),
+        )
+    try:
+        await rt.email.send(message)
+    except EmailFailed as exc:
+        log.warning("console: sign-in email not accepted by the provider: %s", exc)
+        raise ConsoleError(
+            503,
+            "The email could not be sent right now. Please retry shortly.",
+            "email_unavailable",
+            type="api_error",
+        ) from None
+    return LINK_SENT
+
+
+@router.get("/auth/email-link/callback", status_code=303)
+async def email_link_callback(
+    request: Request, token: Annotated[str, Query(min_length=1, max_length=MAX_TOKEN)]
+) -> Response:
+    rt = runtime(request)
+    link = await rt.store.consume_link(sha256(token))
+    if link is None:
+        raise bad_request(
+            "This sign-in link is invalid, has expired or was already used. Ask for a new one.",
+            param="token",
+            code="link_invalid",
+        )
+    normalized = normalized_email(link.email)
+    user = await rt.store.find_user_by_email(normalized)
+    if user is None:
+        if link.purpose != "sign_up" or not link.terms_accepted:
+            raise bad_request(
+                "No account uses this address any more. Sign up again.",
+                param="token",
+                code="link_invalid",
+            )
+        user = await _sign_up(rt, link.email, normalized, link.name)
+    session_token = secrets.token_urlsafe(32)
+    await rt.store.create_session(
+        sha256(session_token), user.user_id, user.sessions_epoch, rt.settings.session_ttl_seconds
+    )
+    answer = RedirectResponse(CONSOLE_PATH, status_code=303)
+    answer.headers["cache-control"] = "no-store"
+    answer.headers["referrer-policy"] = "no-referrer"
+    set_session_cookie(answer, session_token, rt.settings)
+    return answer
+
+
+async def _sign_up(rt: ConsoleRuntime, email: str, normalized: str, name: str) -> User:
+    """A verified user (the link proved the address) owning a new organization."""
+    user_id = "usr_" + secrets.token_hex(8)
+    try:
+        user = await rt.store.create_user(
+            user_id, email, normalized, name, "en", verified=True, terms_accepted_at=now_iso()
+        )
+    except EmailTaken:
+        found = await rt.store.find_user_by_email(normalized)  # a concurrent first sign-in
+        if found is None:
+            raise
+        return found
+    org_name = f"{name or email.split('@')[0]}'s organization"
+    org_id = await rt.admin.create_org(org_name, email)
+    await rt.store.add_member(org_id, user_id, "owner")
+    return user
+
+
+# -- the session ---------------------------------------------------------------------
+
+
+class MePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr | None = Field(None, max_length=400)
+    language: StrictStr | None = None
+
+
+@router.get("/me")
+async def me(request: Request, response: Response, caller: SignedIn) -> dict[str, Any]:
+    rt = runtime(request)
+    response.headers["cache-control"] = "no-store"
+    orgs = []
+    for membership in await rt.store.user_orgs(caller.user.user_id):
+        try:
+            org = await rt.admin.get_org(membership.org_id)
+        except UnknownOrg:
+            continue
+        orgs.append({"org_id": org.org_id, "name": org.name, "role": membership.role})
+    return {"user": _user_view(caller.user), "orgs": orgs, "csrf_token": caller.csrf_token}
+
+
+@router.patch("/me")
+async def patch_me(body: MePatch, request: Request, caller: SignedInCsrf) -> dict[str, Any]:
+    rt = runtime(request)
+    name = None
+    if body.name is not None:
+        name = clean_name(body.name)
+        if name is None:
+            raise bad_request(
+                "The name must be at most 100 characters, without control characters.",
+                param="name",
+            )
+    if body.language is not None and body.language not in LANGUAGES:
+        raise bad_request(f"The language must be one of {', '.join(LANGUAGES)}.", param="language")
+    user = await rt.store.update_user(caller.user.user_id, name=name, language=body.language)
+    if user is None:
+        raise not_signed_in()
+    return {"user": _user_view(user)}
+
+
+@router.post("/auth/sign-out")
+async def sign_out(request: Request, response: Response, caller: SignedInCsrf) -> dict[str, Any]:
+    rt = runtime(request)
+    await rt.store.delete_session(caller.session.session_hash)
+    clear_session_cookie(response, rt.settings)
+    return {"signed_out": True}
+
+
+@router.post("/auth/sign-out-everywhere")
+async def sign_out_everywhere(
+    request: Request, response: Response, caller: SignedInCsrf
+) -> dict[str, Any]:
+    rt = runtime(request)
+    await rt.store.end_all_sessions(caller.user.user_id)
+    await rt.store.delete_session(caller.session.session_hash)
+    clear_session_cookie(response, rt.settings)
+    return {"signed_out": True, "everywhere": True}
+
+
+def _user_view(user: User) -> dict[str, Any]:
+    return {
+        "user_id": user.user_id,
+        "email": user.email,
+        "name": user.name,
+        "language": user.language,
+        "verified": user.verified,
+    }

@@ -1,0 +1,119 @@
+"""The console's one error shape, `{"error": {"message", "type", "code", "param"}}`, for
+every status: FastAPI's own 404/405/422 answers are rewritten into it (a validation error is
+a 400 naming the field), and nothing unexpected leaves as anything but this shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from dynoyard.domain.ports import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ConsoleError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+def bad_request(
+    message: str, param: str | None = None, code: str = "invalid_request"
+) -> ConsoleError:
+    return ConsoleError(400, message, code, param=param)
+
+
+def not_signed_in() -> ConsoleError:
+    return ConsoleError(401, "Sign in first.", "not_signed_in", type="authentication_error")
+
+
+def csrf_failed() -> ConsoleError:
+    return ConsoleError(
+        403,
+        "Missing or wrong X-CSRF-Token header (use the csrf_token of GET /api/me).",
+        "csrf_failed",
+        type="permission_error",
+    )
+
+
+def forbidden(message: str, code: str = "forbidden") -> ConsoleError:
+    return ConsoleError(403, message, code, type="permission_error")
+
+
+def not_found(message: str, code: str = "not_found") -> ConsoleError:
+    return ConsoleError(404, message, code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ConsoleError)
+    async def on_console_error(request: Request, error: ConsoleError) -> Response:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {}
+        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        kind = str(first.get("type", ""))
+        if kind == "json_invalid":
+            return bad_request("The body is not valid JSON.", code="invalid_json").response()
+        param = ".".join(where) or None
+        reason = str(first.get("msg", "invalid value"))
+        message = f"Invalid value for '{param}': {reason}." if param else f"Invalid body: {reason}."
+        return bad_request(message, param=param).response()
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code in (404, 405):
+            message = f"Invalid URL ({request.method} {request.url.path})"
+            return ConsoleError(error.status_code, message, "unknown_url").response()
+        return ConsoleError(error.status_code, str(error.detail), "http_error").response()
+
+    @app.exception_handler(StoreUnavailable)
+    async def on_store_unavailable(request: Request, error: StoreUnavailable) -> Response:
+        log.warning("console: data store unavailable: %s", error)
+        answer = ConsoleError(
+            503,
+            "The service can not reach its data store right now. Please retry shortly.",
+            "service_unavailable",
+            type="api_error",
+        ).response()
+        answer.headers["retry-after"] = "1"
+        return answer
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.error("console: unexpected %s on %s", type(error).__name__, request.url.path)
+        return ConsoleError(
+            500, "The server had an error.", "internal_error", type="api_error"
+        ).response()

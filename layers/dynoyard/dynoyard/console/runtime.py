@@ -1,0 +1,50 @@
+"""What a running console holds: settings, the stores, the email sender. Clients are made
+on first use, so importing the handler does no work that can wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cached_property
+
+from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.console_store import ConsoleStore
+from dynoyard.console.outbox import DirectoryOutbox
+from dynoyard.console.settings import ConsoleSettings
+from dynoyard.domain.email import EmailSender
+
+
+class ConsoleRuntime:
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        email_sender: EmailSender | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._email_sender = email_sender
+
+    @cached_property
+    def client(self) -> DynamoClient:
+        return DynamoClient(self.settings.dynamodb_endpoint, self.settings.aws_region)
+
+    @cached_property
+    def store(self) -> ConsoleStore:
+        return ConsoleStore(self.client, self.settings.accounts_table, clock=self.clock)
+
+    @cached_property
+    def admin(self) -> DynamoStore:
+        """Organizations and keys, through the operator's own methods (AccountsAdmin)."""
+        return DynamoStore(
+            self.client,
+            self.settings.accounts_table,
+            self.settings.usage_table,
+            clock=self.clock,
+            cache_table=self.settings.cache_table,
+        )
+
+    @cached_property
+    def email(self) -> EmailSender:
+        return self._email_sender or DirectoryOutbox(self.settings.outbox_dir)

@@ -1,0 +1,37 @@
+"""The console function's configuration, with the CONTRACT's variable names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConsoleSettings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    accounts_table: str = Field("dynoyard-accounts", validation_alias="ACCOUNTS_TABLE")
+    usage_table: str = Field("dynoyard-usage", validation_alias="USAGE_TABLE")
+    cache_table: str = Field("dynoyard-cache", validation_alias="CACHE_TABLE")
+    dynamodb_endpoint: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_DYNAMODB")
+    aws_region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    # The base URL put in emailed links; an http://127.0.0.1 or http://localhost one also
+    # drops the session cookie's Secure flag (browsers do not send Secure cookies over http).
+    public_url: str = Field("http://127.0.0.1:8080", validation_alias="DYNOYARD_PUBLIC_URL")
+    outbox_dir: Path = Field(Path(".local/outbox"), validation_alias="DYNOYARD_OUTBOX_DIR")
+    session_ttl_seconds: int = Field(
+        7 * 86_400, ge=300, le=90 * 86_400, validation_alias="DYNOYARD_SESSION_TTL_SECONDS"
+    )
+    # A session in use is renewed (its expiry moved to now + TTL) at most this often.
+    session_renew_seconds: int = Field(300, ge=0, validation_alias="DYNOYARD_SESSION_RENEW_SECONDS")
+    link_ttl_seconds: int = Field(
+        900, ge=60, le=86_400, validation_alias="DYNOYARD_LINK_TTL_SECONDS"
+    )
+
+    @property
+    def local_http(self) -> bool:
+        url = self.public_url.lower()
+        return url.startswith(("http://127.0.0.1", "http://localhost"))
