@@ -7,7 +7,10 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -397,3 +400,30 @@ def test_no_secret_is_stored_in_the_clear(console: Console, tables: Tables) -> N
     dump = str(tables.scan_table(tables.accounts))
     for secret in (link, session, csrf):
         assert secret not in dump
+
+
+def test_without_a_provider_the_link_is_written_to_the_outbox(
+    tables: Tables, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("RESEND_API_KEY", "AWS_LAMBDA_FUNCTION_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    outbox = tmp_path / "outbox"
+    app = create_console_app(settings_for(tables, outbox_dir=outbox))
+    email = f"x-{uuid.uuid4().hex[:8]}@example.com"
+    with ThreadedServer(app) as server, httpx.Client() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        answer = http.post(
+            base + "/api/auth/email-link",
+            json={"email": email, "accept_terms": True},
+            headers={"accept-language": "zh-CN,zh;q=0.9"},
+        )
+        assert answer.status_code == 202
+        (written,) = outbox.glob("*.eml")
+        message = BytesParser(policy=policy.default).parsebytes(written.read_bytes())
+        assert message["To"] == email
+        assert "Dynoyard" in str(message["Subject"]) and "确认" in str(message["Subject"])
+        text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        found = re.search(r"callback\?token=([A-Za-z0-9_-]+)", text)
+        assert found and "18" in text
+        signed_in = http.get(f"{base}/api/auth/email-link/callback?token={found.group(1)}")
+        assert signed_in.status_code == 303 and COOKIE in signed_in.headers["set-cookie"]

@@ -23,8 +23,8 @@ def create_console_app(
     email_sender: EmailSender | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """`email_sender` defaults to the directory outbox (DYNOYARD_OUTBOX_DIR); tests pass
-    their own sender and a fake clock."""
+    """`email_sender` defaults to EmailSettings' choice (Resend, SES, or the outbox in
+    DYNOYARD_OUTBOX_DIR); tests pass their own sender and a fake clock."""
     app = FastAPI(
         title="Dynoyard console API",
         version=__version__,

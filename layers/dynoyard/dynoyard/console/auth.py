@@ -31,6 +31,7 @@ from dynoyard.console.settings import ConsoleSettings
 from dynoyard.console.validation import LANGUAGES, clean_name, normalized_email, valid_email
 from dynoyard.domain.accounts import UnknownOrg
 from dynoyard.domain.email import Email, EmailFailed
+from dynoyard.domain.messages import language_of, sign_in_link
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +171,10 @@ async def request_email_link(body: EmailLinkRequest, request: Request) -> dict[s
             ttl_seconds=rt.settings.link_ttl_seconds,
         )
         url = f"{rt.settings.public_url.rstrip('/')}/api/auth/email-link/callback?token={token}"
-        action = "sign in to" if user is not None else "finish creating your account on"
-        message = Email(
-            to=email,
-            subject="Your Dynoyard sign-in link",
-            text=(
-                f"Open this link to {action} Dynoyard:\n\n{url}\n\n"
-                f"It works once, within {minutes} minutes. If you did not ask for it,"
-                " ignore this email.\n"
-            ),
+        language = language_of(
+            user.language if user is not None else request.headers.get("accept-language")
         )
+        message = sign_in_link(email, url, language, minutes, new_account=user is None)
     try:
         await rt.email.send(message)
     except EmailFailed as exc:

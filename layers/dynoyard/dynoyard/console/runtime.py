@@ -10,7 +10,7 @@ from functools import cached_property
 from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
-from dynoyard.console.outbox import DirectoryOutbox
+from dynoyard.adapters.email_settings import EmailSettings
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.domain.email import EmailSender
 
@@ -47,4 +47,7 @@ class ConsoleRuntime:
 
     @cached_property
     def email(self) -> EmailSender:
-        return self._email_sender or DirectoryOutbox(self.settings.outbox_dir)
+        """Resend, SES or the outbox (DYNOYARD_OUTBOX_DIR), as EmailSettings chooses."""
+        if self._email_sender is not None:
+            return self._email_sender
+        return EmailSettings(outbox_dir=self.settings.outbox_dir).sender()
