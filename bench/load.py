@@ -10,7 +10,9 @@ to the first SSE event with non-empty `delta.content` (TTFT) and to the end (tot
 
 Closed loop: `c` connections, each sending its next request when the previous answer is
 complete, for `d` seconds. With `--cpu-pid name=PID` the user+system CPU of that process
-and all its descendants (from /proc) is reported per completed request; with
+and all its descendants (from /proc) is reported per completed request, with the whole
+host's busy CPU (`host_busy_cores`) and what the measured trees do not account for
+(`other_busy_cores`: the load generator and anything else running); with
 `--dynamo-stats URL` (bench/dynamo_standin.py's /stats) the DynamoDB calls per completed
 request, by operation.
 """
@@ -92,6 +94,12 @@ def upstream_calls(url: str | None) -> int | None:
         return sum(int(v) for v in get_json(url).values())
     except (OSError, ValueError):
         return None
+
+
+def host_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs, from /proc/stat (busy: not idle or iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def dynamo_calls(url: str | None) -> dict[str, int] | None:
@@ -386,6 +394,7 @@ def main() -> None:
         pids[name] = int(pid)
     calls_before = upstream_calls(args.upstream_stats)
     ddb_before = dynamo_calls(args.dynamo_stats)
+    host_before = host_busy_jiffies()
     cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
 
     stream = args.mode == "stream"
@@ -397,6 +406,7 @@ def main() -> None:
     cpu_after = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     calls_after = upstream_calls(args.upstream_stats)
     ddb_after = dynamo_calls(args.dynamo_stats)
+    host_after = host_busy_jiffies()
     completed = max(result["completed_total"], 1)
     line: dict[str, Any] = {
         "mode": args.mode,
@@ -410,6 +420,13 @@ def main() -> None:
             name: round((cpu_after[name] - cpu_before[name]) * 1000 / completed, 3) for name in pids
         },
     }
+    busy, total = (after - before for before, after in zip(host_before, host_after, strict=True))
+    cpus = os.cpu_count() or 1
+    # Cores' worth of CPU used on the whole host; minus the measured trees: everyone else's.
+    line["host_busy_cores"] = round(busy / total * cpus, 2) if total else None
+    if line["host_busy_cores"] is not None and pids:
+        measured = sum(line["cpu_ms_per_req"].values()) * completed / 1000 / args.d
+        line["other_busy_cores"] = round(max(line["host_busy_cores"] - measured, 0.0), 2)
     if calls_before is not None and calls_after is not None:
         line["upstream_calls_per_req"] = round((calls_after - calls_before) / completed, 3)
     if ddb_before is not None and ddb_after is not None:

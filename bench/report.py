@@ -249,6 +249,17 @@ def targets_section(
             "  REST entrance, the Mangum handler in-process, one request at a time, CPU ms/req:"
             f" {listed}"
         )
+    others = [
+        line.get("other_busy_cores")
+        for group in runs.by.values()
+        for line in group.get(GATEWAY, {}).values()
+    ]
+    if any(v is not None for v in others):
+        out.append(
+            "  CPU outside the measured processes during the gateway measurements (the load"
+            f" generator, and anything else on the host): median {med(others):.2f} cores,"
+            f" most {max(v for v in others if v is not None):.2f}"
+        )
     slow = [p for p in runs.phases() if float(p or 0) > 0]
     for phase in slow:
         ratio = runs.added((phase, "chat", 32), "rps", ratio=True)

@@ -193,10 +193,11 @@ wait_http "$GATEWAY/healthz" 60 || die "gateway did not start: $OUT_DIR/gateway.
 log "gateway pid $GW_PID on $GATEWAY (${SERVER_OPTS[*]:-asyncio, h11}), upstream pid $UP_PID"
 
 # ---- probe: one request of each kind through each target, seen once upstream ---------------
-# (With BENCH_CACHE=1 both are misses: the probe's bodies are not the measurements'.)
+# (With BENCH_CACHE=1 both are misses: their messages differ from each other's, the cache key
+# ignores `stream`, and from the measurements', whose every request after the first is a hit.)
 probe() { # probe BASE KEY
   local chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"probe"}],"max_tokens":16}'
-  local stream='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"probe"}],"max_tokens":16}'
+  local stream='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"probe stream"}],"max_tokens":16}'
   local out
   curl -s -o /dev/null -X POST "$UPSTREAM/stats"
   out="$(curl -s --max-time 20 "$1/chat/completions" -H "Authorization: Bearer $2" \
@@ -276,6 +277,7 @@ done
     commit="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
   fi
   echo "# Dynoyard gateway overhead, $(date -Is), commit $commit"
+  echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the host move every figure)"
   echo "# host: $(nproc) cpus ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), python $("$PY" -c 'import platform; print(platform.python_version())')"
   echo "# rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s phases(upstream ms)=${PHASES[*]} chunks=$UPSTREAM_CHUNKS chunk_delay=${UPSTREAM_CHUNK_DELAY_MS}ms"
   if command -v wrk >/dev/null && [[ "$ENGINE" != python ]]; then
