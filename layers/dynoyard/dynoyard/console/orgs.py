@@ -1,4 +1,4 @@
-"""Organization routes: API keys (and, as they land, members and settings).
+"""Organization routes: API keys, the member list, settings.
 
 Authorization is decided in one place, `org_access`: the caller's membership of `org_id`,
 read from `ORG#<org_id>/MEMBER#<user_id>`, then the account rules' one permission table
@@ -19,12 +19,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from dynoyard.console.auth import Caller, SignedIn, SignedInCsrf, runtime
 from dynoyard.console.errors import ConsoleError, bad_request, forbidden, not_found
 from dynoyard.console.validation import clean_name
-from dynoyard.domain.accounts import UnknownKey, UnknownOrg
+from dynoyard.domain.accounts import Org, UnknownKey, UnknownOrg
 from dynoyard.domain.administration import (
     MAX_KEY_DAYS,
     Action,
@@ -199,4 +199,81 @@ def _key_view(item: dict[str, Any]) -> dict[str, Any]:
         },
         "revoked": bool(item.get("revoked", False)),
         "revoked_at": str(item["revoked_at"]) if item.get("revoked_at") else None,
+    }
+
+
+# -- members and settings ------------------------------------------------------------------
+
+ReadOrg = Annotated[OrgAccess, allowed("read_org", write=False)]
+ChangeSettings = Annotated[OrgAccess, allowed("change_settings", write=True)]
+
+
+@router.get("/members")
+async def list_members(request: Request, access: ReadOrg) -> dict[str, Any]:
+    """Every member's id, email, name and role (members see their team)."""
+    rt = runtime(request)
+    members = []
+    for membership in await rt.store.org_members(access.org_id):
+        user = await rt.store.get_user(membership.user_id)
+        if user is None:
+            continue
+        members.append(
+            {
+                "user_id": user.user_id,
+                "email": user.email,
+                "name": user.name,
+                "role": membership.role,
+            }
+        )
+    return {"members": sorted(members, key=lambda m: (m["email"], m["user_id"]))}
+
+
+class SettingsPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cache_enabled: StrictBool | None = None
+    cache_ttl_seconds: StrictInt | None = None
+
+
+@router.get("/settings")
+async def get_settings(request: Request, access: ReadOrg) -> dict[str, Any]:
+    return _settings_view(await _org(request, access.org_id))
+
+
+@router.patch("/settings")
+async def patch_settings(
+    request: Request, body: SettingsPatch, access: ChangeSettings
+) -> dict[str, Any]:
+    """The response cache (on/off, TTL 60..86,400 s) through the account rules. Turning
+    the cache off deletes the organization's entries. The org's rpm limit is the
+    operator's (read only here)."""
+    rt = runtime(request)
+    try:
+        org = await Administration(rt.admin, clock=rt.clock).change_settings(
+            access.actor,
+            access.org_id,
+            cache_enabled=body.cache_enabled,
+            cache_ttl_seconds=body.cache_ttl_seconds,
+        )
+    except InvalidRequest as exc:
+        raise bad_request(f"Invalid setting: {exc}.", param="cache_ttl_seconds") from None
+    except UnknownOrg:
+        raise org_not_found(access.org_id) from None
+    return _settings_view(org)
+
+
+async def _org(request: Request, org_id: str) -> Org:
+    try:
+        return await runtime(request).admin.get_org(org_id)
+    except UnknownOrg:
+        raise org_not_found(org_id) from None
+
+
+def _settings_view(org: Org) -> dict[str, Any]:
+    return {
+        "org_id": org.org_id,
+        "name": org.name,
+        "cache_enabled": org.cache_enabled,
+        "cache_ttl_seconds": org.cache_ttl_seconds,
+        "rate_limit_rpm": org.rate_limit_rpm,
     }
