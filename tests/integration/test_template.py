@@ -76,11 +76,40 @@ DATA_PLANE_GRANTS = {
     ("CacheTable", "dynamodb:PutItem", ("ORG#*",)),
     (SECRET, "secretsmanager:GetSecretValue", None),
 }
+# The console (adapters/dynamo/console_store.py; admin.py's create_org, get_org,
+# update_org_settings, create_key, revoke_key; cache.py's clear_cache): reads of users, their
+# address pointers, sessions, orgs and key-id pointers; writes of exactly the items it makes;
+# links and sessions deleted; memberships and an org's keys (gsi1) queried; an org's cache
+# entries deleted on opt-out. No usage table, no secret, no scan, nothing of IP# items.
+CONSOLE_GRANTS = {
+    ("AccountsTable", "dynamodb:GetItem", ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEYID#*")),
+    (
+        "AccountsTable",
+        "dynamodb:PutItem",
+        ("USER#*", "EMAIL#*", "LINK#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
+    ),
+    ("AccountsTable", "dynamodb:UpdateItem", ("USER#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*")),
+    ("AccountsTable", "dynamodb:DeleteItem", ("LINK#*", "SESSION#*")),
+    ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*",)),
+    ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*")),
+    ("AccountsTable/index/gsi1", "dynamodb:Query", ("ORG#*",)),
+    ("CacheTable", "dynamodb:Query", ("ORG#*",)),
+    ("CacheTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
+}
 EXPECTED_GRANTS = {
     "GatewayFunction": DATA_PLANE_GRANTS,
     "GatewayStreamFunction": DATA_PLANE_GRANTS,
+    "ConsoleFunction": CONSOLE_GRANTS,
 }
 DATA_PLANE_DYNAMODB_CALLS = {"GetItem", "UpdateItem", "TransactWriteItems", "PutItem"}
+CONSOLE_STORE_DYNAMODB_CALLS = {
+    "GetItem",
+    "PutItem",
+    "DeleteItem",
+    "UpdateItem",
+    "TransactWriteItems",
+    "Query",
+}
 
 
 def _resources() -> dict[str, Any]:
@@ -158,6 +187,26 @@ def test_given_the_data_plane_when_its_dynamodb_calls_are_listed_then_iam_was_wr
     assert calls == DATA_PLANE_DYNAMODB_CALLS
 
 
+def test_given_the_console_store_when_its_dynamodb_calls_are_listed_then_iam_was_written():
+    """A tripwire: a new call in the console's store needs its grant (and a line above)."""
+    store = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo" / "console_store.py"
+    calls = set(re.findall(r'_db\.call\(\s*"(\w+)"', store.read_text()))
+    assert calls == CONSOLE_STORE_DYNAMODB_CALLS
+
+
+def test_given_the_console_when_routed_then_it_serves_api_on_the_same_rest_api():
+    console = _functions()["ConsoleFunction"]
+    assert console["CodeUri"] == "functions/console/" and console["Handler"] == "app.handler"
+    (event,) = console["Events"].values()
+    assert event["Type"] == "Api"
+    assert event["Properties"] == {
+        "RestApiId": {"Ref": "GatewayApi"},
+        "Path": "/api/{proxy+}",
+        "Method": "ANY",
+    }
+    assert _environment(console)["DYNOYARD_PUBLIC_URL"] == {"Ref": "PublicUrl"}
+
+
 # -- limits, deadlines, tracing ------------------------------------------------------------
 
 
@@ -206,6 +255,8 @@ def test_given_tracing_when_configured_then_no_response_or_error_is_captured():
 def test_given_request_deadlines_when_compared_then_each_leaves_time_to_settle():
     rest_functions = set()
     for name, properties in _functions().items():
+        if EXPECTED_GRANTS.get(name) != DATA_PLANE_GRANTS:
+            continue  # the console answers from DynamoDB alone: no upstream, no deadline
         variables = _environment(properties)
         timeout = float(properties.get("Timeout", _globals()["Timeout"]))
         assert "DYNOYARD_REQUEST_DEADLINE_SECONDS" in variables, name
