@@ -280,6 +280,35 @@ def test_an_email_provider_failure_is_503_not_500(console: Console) -> None:
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "email_unavailable"
 
 
+def test_too_many_links_for_one_address_is_429_whether_or_not_it_has_an_account(
+    console: Console,
+) -> None:
+    import time
+
+    # 10 s into a 15-minute window, so the test never straddles two.
+    console.clock.offset = 10 - time.time() % 900
+    try:
+        _, known = console.sign_up()  # one link sent already
+        unknown = f"z-{uuid.uuid4().hex[:8]}@example.com"
+        results = {
+            address: [
+                console.request("POST", "/api/auth/email-link", json={"email": address})
+                for _ in range(6 - sent)
+            ]
+            for address, sent in ((known, 1), (unknown, 0))
+        }
+    finally:
+        console.clock.offset = 0
+    for address, sent in ((known, 1), (unknown, 0)):
+        answers = results[address]
+        assert [a.status_code for a in answers] == [202] * (5 - sent) + [429]
+        limited = answers[-1]
+        assert limited.json()["error"]["code"] == "too_many_links"
+        assert 1 <= int(limited.headers["retry-after"]) <= 900
+    mails = [m for m in console.mailbox.sent if m.to in (known, unknown)]
+    assert len(mails) == 10  # none sent past the limit
+
+
 # -- the session -------------------------------------------------------------------------
 
 

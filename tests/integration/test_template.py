@@ -88,7 +88,11 @@ CONSOLE_GRANTS = {
         "dynamodb:PutItem",
         ("USER#*", "EMAIL#*", "LINK#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
     ),
-    ("AccountsTable", "dynamodb:UpdateItem", ("USER#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*")),
+    (
+        "AccountsTable",
+        "dynamodb:UpdateItem",
+        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
+    ),
     ("AccountsTable", "dynamodb:DeleteItem", ("LINK#*", "SESSION#*")),
     ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*",)),
     ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*")),

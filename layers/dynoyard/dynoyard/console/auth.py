@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "dynoyard_session"
 MAX_TOKEN = 128  # longer than any token this service makes
 CONSOLE_PATH = "/console"
+LINK_WINDOW_SECONDS = 900  # DYNOYARD_LINKS_PER_ADDRESS counts in windows of 15 minutes
 LINK_SENT = {
     "status": "sent",
     "message": "If this address can receive email, a sign-in link is on its way."
@@ -146,6 +147,17 @@ async def request_email_link(body: EmailLinkRequest, request: Request) -> dict[s
         raise bad_request(
             "The name must be at most 100 characters, without control characters.",
             param="name",
+        )
+    wait = await rt.store.count_link_request(
+        normalized_email(email), rt.settings.links_per_address, LINK_WINDOW_SECONDS
+    )
+    if wait is not None:
+        raise ConsoleError(
+            429,
+            "Too many sign-in emails were asked for this address. Retry after the time in"
+            " 'retry-after'.",
+            "too_many_links",
+            headers={"retry-after": str(wait)},
         )
     user = await rt.store.find_user_by_email(normalized_email(email))
     minutes = rt.settings.link_ttl_seconds // 60

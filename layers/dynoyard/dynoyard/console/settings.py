@@ -31,6 +31,10 @@ class ConsoleSettings(BaseSettings):
         900, ge=60, le=86_400, validation_alias="DYNOYARD_LINK_TTL_SECONDS"
     )
 
+    # Sign-in links sent to one address per 15 minutes (any address, with or without an
+    # account, so the limit tells nothing): past it, 429 with retry-after.
+    links_per_address: int = Field(5, ge=1, le=1000, validation_alias="DYNOYARD_LINKS_PER_ADDRESS")
+
     @property
     def local_http(self) -> bool:
         url = self.public_url.lower()

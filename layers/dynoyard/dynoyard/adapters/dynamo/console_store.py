@@ -4,6 +4,8 @@ Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch 
   USER#<user_id>         / META               email, name, language, verified, created_at,
                                               terms_accepted_at, sessions_epoch
   EMAIL#<normalized>     / USER               user_id: one user per address (conditional put)
+  EMAIL#<normalized>     / LINKS              link_window, link_count, expires_at: how many
+                                              links the address was sent in this window
   LINK#<sha256(token)>   / LINK               email, name, purpose, terms_accepted, expires_at
   SESSION#<sha256(token)>/ SESSION            user_id, epoch, renewed_at, expires_at
   ORG#<org_id>           / MEMBER#<user_id>   user_id, role
@@ -128,6 +130,44 @@ class ConsoleStore:
             },
             idempotent=False,
         )
+
+    async def count_link_request(
+        self, normalized_email: str, limit: int, window_seconds: int
+    ) -> int | None:
+        """Counts one link sent to the address in the current fixed window (whether or not
+        it has an account). None when within `limit`; past it, the seconds until the window
+        ends. One conditional write in the window; a new window takes a second one."""
+        now = self.now()
+        window = now - now % window_seconds
+        key = _key(f"EMAIL#{normalized_email}", "LINKS")
+        in_window = {
+            "UpdateExpression": "ADD link_count :one",
+            "ConditionExpression": "link_window = :w AND link_count < :limit",
+            "ExpressionAttributeValues": {
+                ":one": attribute(1),
+                ":w": attribute(window),
+                ":limit": attribute(limit),
+            },
+        }
+        new_window = {
+            "UpdateExpression": "SET link_window = :w, link_count = :one, expires_at = :end",
+            "ConditionExpression": "attribute_not_exists(link_window) OR link_window < :w",
+            "ExpressionAttributeValues": {
+                ":one": attribute(1),
+                ":w": attribute(window),
+                ":end": attribute(window + window_seconds),
+            },
+        }
+        for update in (in_window, new_window, in_window):
+            try:
+                await self._db.call(
+                    "UpdateItem", {"TableName": self.table, "Key": key, **update}, idempotent=False
+                )
+                return None
+            except DynamoError as error:
+                if not error.condition_failed:
+                    raise
+        return max(1, window + window_seconds - now)
 
     async def consume_link(self, token_hash: str) -> SignInLink | None:
         """The link, deleted in the same write; None when it does not exist, was used, or
