@@ -21,6 +21,7 @@ from dynoyard.domain.accounts import (
     UnknownOrg,
 )
 from dynoyard.domain.administration import OPERATOR, Administration, InvalidRequest, NotAllowed
+from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.usage import EXPORT_FIELDS
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--org", required=True)
     export.add_argument("--since", type=_since, help="ISO 8601 date or time (UTC if naive)")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+
+    audit = commands.add_parser("audit", help="an organization's audit log, newest first")
+    audit.add_argument("--org", required=True)
+    audit.add_argument("--limit", type=_positive_int, default=50, help="entries (default 50)")
+    audit.add_argument("--before", help="the cursor printed after an earlier listing")
     return parser
 
 
@@ -156,7 +162,10 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
 
 def _key_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     if args.action == "revoke":
-        store.revoke_key(args.key_id)
+        org_id = store.key_org_id(args.key_id)
+        if org_id is None:
+            raise UnknownKey(args.key_id)
+        _administer(store, lambda admin: admin.revoke_key(OPERATOR, org_id, args.key_id))
         return {"key_id": args.key_id, "revoked": True}
     models = frozenset(m.strip() for m in (args.models or "").split(",") if m.strip())
     try:
@@ -185,7 +194,7 @@ def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[
 
     async def run() -> T:
         try:
-            return await use(Administration(store.store))
+            return await use(Administration(store.store, audit=store.store.audit_log))
         finally:
             await store.store.aclose()
 
@@ -193,6 +202,46 @@ def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[
         return asyncio.run(run())
     except (InvalidRequest, NotAllowed) as exc:
         raise CliError(str(exc)) from None
+
+
+def _audit(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
+    """The newest `--limit` entries (older than `--before`), one per line; where more
+    remain, the cursor to continue with goes to stderr."""
+    store.get_org(args.org)  # an unknown org is an error, not an empty log
+
+    async def read() -> tuple[list[Any], str | None]:
+        entries: list[Any] = []
+        cursor = args.before
+        while len(entries) < args.limit:
+            page, cursor = await Administration(
+                store.store, audit=store.store.audit_log
+            ).audit_entries(OPERATOR, args.org, cursor, min(MAX_PAGE, args.limit - len(entries)))
+            entries += page
+            if cursor is None:
+                break
+        return entries, cursor
+
+    async def run() -> tuple[list[Any], str | None]:
+        try:
+            return await read()
+        finally:
+            await store.store.aclose()
+
+    try:
+        entries, cursor = asyncio.run(run())
+    except InvalidAuditQuery as exc:
+        raise CliError(f"--{exc.param}: {exc}") from None
+    for entry in entries:
+        shown = entry.show()
+        if args.json:
+            out.write(json.dumps(shown) + "\n")
+        else:
+            parts = [shown["at"], shown["actor"], shown["action"], shown["target"]]
+            parts += [f"ip={shown['ip']}"] if shown["ip"] else []
+            parts += [f"{k}={v}" for k, v in shown["details"].items()]
+            out.write("  ".join(parts) + "\n")
+    if cursor is not None:
+        print(f"more: --before {cursor}", file=sys.stderr)
 
 
 def _export(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
@@ -224,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         store = _store()
         if args.group == "usage":
             _export(args, store, sys.stdout)
+            return 0
+        if args.group == "audit":
+            _audit(args, store, sys.stdout)
             return 0
         handlers = {"org": _org_command, "key": _key_command, "credits": _grant}
         result = handlers[args.group](args, store)

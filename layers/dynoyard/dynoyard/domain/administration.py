@@ -1,16 +1,29 @@
 """The account rules, in one place: the operator's CLI and the console call these use
 cases, so neither can bypass the other. Who may do what, a grant that is never zero and
-says why it takes money back, the cache TTL's bounds, a key's expiry and limits."""
+says why it takes money back, the cache TTL's bounds, a key's expiry and limits. Given an
+audit log (domain/audit.py), each change is recorded there once it has succeeded: who
+(the actor's user id, or "operator"), what, which, when, and from which IP."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol, get_args
 
-from dynoyard.domain.accounts import Org, check_cache_ttl
+from dynoyard.domain.accounts import Org, UnknownKey, check_cache_ttl
+from dynoyard.domain.audit import (
+    DEFAULT_PAGE,
+    OPERATOR_ACTOR,
+    AuditAction,
+    AuditEntry,
+    AuditLog,
+    check_limit,
+    free_text,
+    new_entry,
+)
 from dynoyard.domain.keys import NewKey
 from dynoyard.domain.limits import KeyLimits
 from dynoyard.domain.money import MAX_GRANT_USD
@@ -27,6 +40,7 @@ Action = Literal[
     "grant_credits",
 ]
 MAX_KEY_DAYS = 3650
+KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 # Who may do what. Credits are granted by the operator only; members of an organization
 # top up through billing.
 PERMISSIONS: dict[str, frozenset[Action]] = {
@@ -67,10 +81,17 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts: the operator (the CLI), or a member of the organization with a role."""
+    """Who acts: the operator (the CLI), or a member of the organization with a role;
+    `ip`, where the action came over the network, is what the audit log records."""
 
     role: Literal["operator", "owner", "admin", "member"]
     user_id: str | None = None
+    ip: str | None = None
+
+    @property
+    def audit_name(self) -> str:
+        """Who the audit log says acted: the user's id, or "operator"."""
+        return self.user_id or OPERATOR_ACTOR
 
 
 OPERATOR = Actor("operator")
@@ -128,19 +149,72 @@ class AccountStore(Protocol):
         limits: KeyLimits | None = None,
     ) -> NewKey: ...
 
+    async def key_org_id(self, key_id: str) -> str | None: ...
+
+    async def revoke_key(self, key_id: str) -> None: ...
+
 
 class Administration:
-    """The use cases; each checks the actor's permission, then the rules, then acts."""
+    """The use cases; each checks the actor's permission, then the rules, then acts, then
+    (given an audit log) records what it did. A change whose entry can not be written
+    still happened: the error is raised to the caller all the same, never swallowed."""
 
-    def __init__(self, store: AccountStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._audit = audit
+
+    async def record(
+        self,
+        actor: Actor,
+        org_id: str,
+        action: AuditAction,
+        target: str,
+        **details: object,
+    ) -> AuditEntry | None:
+        """Writes one audit entry (nothing without an audit log): for the use cases here,
+        and for what other parts do (the console's sign-in, sign-out everywhere, export,
+        deletion). Details are plain metadata only (domain/audit.py refuses the rest)."""
+        if self._audit is None:
+            return None
+        entry = new_entry(
+            org_id, actor.audit_name, action, target, self._clock(), actor.ip, details
+        )
+        await self._audit.record(entry)
+        return entry
+
+    async def audit_entries(
+        self, actor: Actor, org_id: str, before: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> tuple[list[AuditEntry], str | None]:
+        """A page of the organization's audit log, newest first, and the next page's cursor
+        (None on the last)."""
+        require(actor, "read_audit")
+        check_limit(limit)
+        if self._audit is None:
+            raise RuntimeError("no audit log configured")
+        return await self._audit.entries(org_id, before, limit)
 
     async def grant_credits(
         self, actor: Actor, org_id: str, amount: Decimal, reason: str = ""
     ) -> Org:
         require(actor, "grant_credits")
-        return await self._store.grant_credits(org_id, amount, grant_rule(amount, reason))
+        recorded_reason = grant_rule(amount, reason)
+        org = await self._store.grant_credits(org_id, amount, recorded_reason)
+        await self.record(
+            actor,
+            org_id,
+            "credits_granted",
+            org_id,
+            amount_usd=amount,
+            reason=free_text(recorded_reason),
+            balance_usd=org.balance_usd,
+        )
+        return org
 
     async def change_settings(
         self,
@@ -158,9 +232,19 @@ class Administration:
                 raise InvalidRequest(str(exc)) from None
         if rate_limit_rpm is not None and not 0 <= rate_limit_rpm <= 10_000_000:
             raise InvalidRequest("an organization's rpm is 0 (no limit) to 10,000,000")
-        return await self._store.update_org_settings(
+        org = await self._store.update_org_settings(
             org_id, cache_enabled, cache_ttl_seconds, rate_limit_rpm
         )
+        await self.record(
+            actor,
+            org_id,
+            "settings_changed",
+            org_id,
+            cache_enabled=cache_enabled,
+            cache_ttl_seconds=cache_ttl_seconds,
+            rate_limit_rpm=rate_limit_rpm,
+        )
+        return org
 
     async def create_key(
         self,
@@ -175,4 +259,28 @@ class Administration:
         if len(name) > 100:
             raise InvalidRequest("a key's name is at most 100 characters")
         expires_at = key_expiry(expires_in_days, self._clock())
-        return await self._store.create_key(org_id, name, models, expires_at, limits)
+        new = await self._store.create_key(org_id, name, models, expires_at, limits)
+        shown = limits or KeyLimits()
+        await self.record(
+            actor,
+            org_id,
+            "key_created",
+            new.key_id,
+            name=free_text(name),
+            models=free_text(",".join(free_text(m) for m in sorted(models)), 200) or None,
+            expires_at=expires_at,
+            rpm=shown.rpm,
+            tpm=shown.tpm,
+            daily_usd=shown.daily_usd,
+            monthly_usd=shown.monthly_usd,
+        )
+        return new
+
+    async def revoke_key(self, actor: Actor, org_id: str, key_id: str) -> None:
+        """Revokes one of the organization's keys; a key id of another organization (or of
+        none) is UnknownKey, the same either way."""
+        require(actor, "manage_keys")
+        if not KEY_ID.fullmatch(key_id) or await self._store.key_org_id(key_id) != org_id:
+            raise UnknownKey(key_id)
+        await self._store.revoke_key(key_id)
+        await self.record(actor, org_id, "key_revoked", key_id)

@@ -8,9 +8,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from dynoyard.adapters.dynamo.admin import AccountsAdmin
+from dynoyard.adapters.dynamo.audit_store import DynamoAuditLog
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.ledger import HotPath
 from dynoyard.adapters.dynamo.usage import UsageRecords
@@ -33,6 +35,11 @@ class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
         self.usage_table = usage_table
         self.cache_table = cache_table
         self._clock = clock
+
+    @cached_property
+    def audit_log(self) -> DynamoAuditLog:
+        """The audit log (adapters/dynamo/audit_store.py), on the same client and clock."""
+        return DynamoAuditLog(self._db, self.accounts_table, clock=self._clock)
 
     async def aclose(self) -> None:
         await self._db.aclose()

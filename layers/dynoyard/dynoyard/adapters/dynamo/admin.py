@@ -4,7 +4,8 @@ Single-table layout of the accounts table (pk / sk):
   ORG#<org_id>  / META                    name, email, balance_usd, cache settings
   ORG#<org_id>  / LEDGER#<time>#<id>      every credit added or taken by hand
   KEY#<sha256>  / KEY                     the key item authentication reads (GSI1: org, key id)
-  KEYID#<key_id>/ KEY                     pointer from a key id to its hash, for revocation
+  KEYID#<key_id>/ KEY                     pointer from a key id to its hash and org
+  ORG#<org_id>  / AUDIT#<at>#<id>         the audit log (audit_store.py)
 """
 
 from __future__ import annotations
@@ -195,6 +196,19 @@ class AccountsAdmin(CacheTable):
             ],
         )
         return new
+
+    async def key_org_id(self, key_id: str) -> str | None:
+        """The organization a key id belongs to (its KEYID# pointer), or None."""
+        answer = await self._db.call(
+            "GetItem",
+            {
+                "TableName": self.accounts_table,
+                "Key": {"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}},
+                "ConsistentRead": True,
+            },
+        )
+        org = answer.get("Item", {}).get("org_id", {}).get("S")
+        return str(org) if org else None
 
     async def revoke_key(self, key_id: str) -> None:
         pointer_key = {"pk": {"S": f"KEYID#{key_id}"}, "sk": {"S": "KEY"}}
