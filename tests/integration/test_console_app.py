@@ -174,3 +174,21 @@ def test_make_dev_serves_the_console_beside_the_gateway(
     # The gateway keeps its own answers (OpenAI's shape) outside /api.
     assert call(app, "GET", "/v1/models").json()["error"]["code"] == "invalid_api_key"
     assert call(app, "GET", "/apix").json()["error"]["code"] == "unknown_url"
+
+
+def test_dynamodb_unreachable_is_503_with_retry_after_never_500(tables: Tables) -> None:
+    from tests.conftest import free_port
+
+    down = create_console_app(
+        settings_for(tables).model_copy(
+            update={"dynamodb_endpoint": f"http://127.0.0.1:{free_port()}"}
+        )
+    )
+    for method, path, kwargs in (
+        ("POST", "/api/auth/email-link", {"json": {"email": "a@example.com"}}),
+        ("GET", "/api/auth/email-link/callback?token=abc", {}),
+        ("GET", "/api/me", {"headers": {"cookie": "dynoyard_session=abc"}}),
+    ):
+        response = call(down, method, path, **kwargs)
+        assert_error(response, 503, "service_unavailable")
+        assert response.headers["retry-after"] == "1"

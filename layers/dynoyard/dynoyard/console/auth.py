@@ -221,7 +221,13 @@ async def email_link_callback(
                 param="token",
                 code="link_invalid",
             )
-        user = await _sign_up(rt, link.email, normalized, link.name)
+        user = await sign_up(rt, link.email, name=link.name, verified=True)
+    return await signed_in_redirect(rt, user)
+
+
+async def signed_in_redirect(rt: ConsoleRuntime, user: User) -> Response:
+    """A new session for the user: the cookie set on a 303 to the console. Every way of
+    signing in (email link, OAuth) ends here."""
     session_token = secrets.token_urlsafe(32)
     await rt.store.create_session(
         sha256(session_token), user.user_id, user.sessions_epoch, rt.settings.session_ttl_seconds
@@ -233,12 +239,16 @@ async def email_link_callback(
     return answer
 
 
-async def _sign_up(rt: ConsoleRuntime, email: str, normalized: str, name: str) -> User:
-    """A verified user (the link proved the address) owning a new organization."""
+async def sign_up(
+    rt: ConsoleRuntime, email: str, *, name: str, verified: bool, language: str = "en"
+) -> User:
+    """A new user who accepted the terms, owning a new organization; the existing user
+    when another request created one for the address first."""
+    normalized = normalized_email(email)
     user_id = "usr_" + secrets.token_hex(8)
     try:
         user = await rt.store.create_user(
-            user_id, email, normalized, name, "en", verified=True, terms_accepted_at=now_iso()
+            user_id, email, normalized, name, language, verified, terms_accepted_at=now_iso()
         )
     except EmailTaken:
         found = await rt.store.find_user_by_email(normalized)  # a concurrent first sign-in
