@@ -219,3 +219,16 @@ def test_an_expiring_key_shows_its_expiry(console: Console) -> None:
     (shown,) = owner.call("GET", f"/api/orgs/{owner.org_id}/keys").json()["keys"]
     assert shown["expires_at"] == created["expires_at"]
     assert created["expires_at"] > console.clock() + 29 * 86_400
+
+
+def test_signing_in_by_link_verifies_the_address(console: Console, tables: Tables) -> None:
+    user_id = "usr_" + secrets.token_hex(8)
+    address = f"v-{uuid.uuid4().hex[:8]}@example.com"
+    store_call(tables, "create_user", user_id, address, address, "V", "en", False, None)
+    org_id = tables.store.create_org("V's", address)
+    store_call(tables, "add_member", org_id, user_id, "owner")
+    console.request("POST", "/api/auth/email-link", json={"email": address})
+    verified = Person(console, console.follow(address))
+    assert verified.user_id == user_id
+    assert console.me(verified.session)["user"]["verified"] is True
+    assert verified.create(org_id, name="now allowed").status_code == 201

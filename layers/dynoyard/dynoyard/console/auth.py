@@ -222,6 +222,8 @@ async def email_link_callback(
                 code="link_invalid",
             )
         user = await sign_up(rt, link.email, name=link.name, verified=True)
+    elif not user.verified:  # e.g. made by a provider that had not verified the address
+        user = await rt.store.update_user(user.user_id, verified=True) or user
     return await signed_in_redirect(rt, user)
 
 

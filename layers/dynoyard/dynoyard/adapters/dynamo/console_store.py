@@ -258,9 +258,15 @@ class ConsoleStore:
         return _user(user)
 
     async def update_user(
-        self, user_id: str, name: str | None = None, language: str | None = None
+        self,
+        user_id: str,
+        name: str | None = None,
+        language: str | None = None,
+        verified: bool | None = None,
     ) -> User | None:
-        changes = {k: v for k, v in (("name", name), ("language", language)) if v is not None}
+        """Changes what is given; None when there is no such user."""
+        given = (("name", name), ("language", language), ("verified", verified))
+        changes = {k: v for k, v in given if v is not None}
         if changes:
             try:
                 await self._db.call(
