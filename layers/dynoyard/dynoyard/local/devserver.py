@@ -39,6 +39,8 @@ def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
     else:
         print("  demo API key: shown on the first run only; make another with")
         print(f"    .venv/bin/dynoyard key create --org {demo.org_id}")
+    outbox = os.environ.get("DYNOYARD_OUTBOX_DIR") or ".local/outbox"
+    print(f"  console API: {base}/api  (sign-in emails are written to {outbox})")
     print(
         "  operator CLI from another shell: "
         f"export AWS_ENDPOINT_URL_DYNAMODB={os.environ.get('AWS_ENDPOINT_URL_DYNAMODB', '')}"
