@@ -388,3 +388,33 @@ def test_given_a_route_with_differently_priced_models_when_the_fallback_answers_
     assert expected != cost_at(model, usage.prompt_tokens, usage.completion_tokens)
     assert charged(record) == expected
     assert account.balance() == CREDITS - expected
+
+
+def test_given_a_client_that_leaves_while_sending_its_body_then_499_recorded_and_no_error_logged(
+    gateway, make_account, tables
+):
+    import socket
+
+    account = make_account("1")
+    port = int(gateway.base_url.rsplit(":", 1)[1])
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {account.key}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head.encode() + b'{"model": "test-chat", "messages": [')
+        time.sleep(0.3)  # the gateway is reading the body when the client goes
+    deadline = time.monotonic() + 5
+    records: list[dict] = []
+    while time.monotonic() < deadline and not records:
+        records = [
+            item
+            for item in tables.scan_table(tables.usage)
+            if item.get("org_id", {}).get("S") == account.org_id
+        ]
+        time.sleep(0.05)
+    assert [r["status"]["N"] for r in records] == ["499"]
+    assert records[0]["error_code"]["S"] == "client_closed"
+    assert "unhandled error" not in gateway.logs()
+    assert account.balance() == Decimal("1")

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from dynoyard.api.responses import RelayResponse
@@ -47,10 +48,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise request_too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise request_too_large(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise request_too_large(limit)
+    except ClientDisconnect:
+        raise client_closed() from None  # recorded as 499, not an error of ours
     return bytes(body)
 
 
