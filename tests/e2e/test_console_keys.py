@@ -232,3 +232,34 @@ def test_signing_in_by_link_verifies_the_address(console: Console, tables: Table
     assert verified.user_id == user_id
     assert console.me(verified.session)["user"]["verified"] is True
     assert verified.create(org_id, name="now allowed").status_code == 201
+
+
+def test_key_and_settings_changes_in_the_console_are_in_the_audit_log_with_who_and_where(
+    console: Console, tables: Tables
+) -> None:
+    from dynoyard.adapters.dynamo import DynamoStore
+
+    owner = person(console)
+    key_id = owner.create(name="audited").json()["key_id"]
+    assert owner.call("DELETE", f"/api/orgs/{owner.org_id}/keys/{key_id}").status_code == 200
+    changed = owner.call(
+        "PATCH", f"/api/orgs/{owner.org_id}/settings", json={"cache_ttl_seconds": 600}
+    )
+    assert changed.status_code == 200, changed.text
+
+    async def entries() -> list[Any]:
+        store = DynamoStore(
+            DynamoClient(tables.env["AWS_ENDPOINT_URL_DYNAMODB"], "us-east-1"),
+            tables.accounts,
+            tables.usage,
+        )
+        try:
+            found, _ = await store.audit_log.entries(owner.org_id)
+            return found
+        finally:
+            await store.aclose()
+
+    found = asyncio.run(entries())
+    assert [e.action for e in found] == ["settings_changed", "key_revoked", "key_created"]
+    assert {(e.actor, e.ip) for e in found} == {(owner.user_id, "127.0.0.1")}
+    assert found[1].target == key_id
