@@ -263,3 +263,34 @@ def test_key_and_settings_changes_in_the_console_are_in_the_audit_log_with_who_a
     assert [e.action for e in found] == ["settings_changed", "key_revoked", "key_created"]
     assert {(e.actor, e.ip) for e in found} == {(owner.user_id, "127.0.0.1")}
     assert found[1].target == key_id
+
+
+def test_the_audit_log_is_readable_by_owners_in_pages_and_by_no_one_else(
+    console: Console, tables: Tables
+) -> None:
+    owner, member, stranger = person(console), person(console), person(console)
+    for n in range(3):
+        assert owner.create(name=f"k{n}").status_code == 201
+    store_call(tables, "add_member", owner.org_id, member.user_id, "member")
+    audit = f"/api/orgs/{owner.org_id}/audit"
+
+    first = owner.call("GET", audit, params={"limit": 2})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [e["action"] for e in page["entries"]] == ["key_created", "key_created"]
+    assert page["entries"][0]["actor"] == owner.user_id and page["next"]
+    rest = owner.call("GET", audit, params={"limit": 2, "before": page["next"]}).json()
+    assert [e["details"]["name"] for e in rest["entries"]] == ["k0"] and rest["next"] is None
+    assert "sk-dy-" not in str(page) + str(rest)  # names and ids, never a key
+
+    assert member.call("GET", audit).status_code == 403  # members do not read the audit log
+    assert error_code(stranger.call("GET", audit)) == "org_not_found"
+    for params, param in (
+        ({"before": "not-a-cursor"}, "before"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": "many"}, "limit"),
+    ):
+        answer = owner.call("GET", audit, params=params)
+        assert answer.status_code == 400, (params, answer.text)
+        assert answer.json()["error"]["param"] == param

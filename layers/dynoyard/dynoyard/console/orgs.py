@@ -34,6 +34,7 @@ from dynoyard.domain.administration import (
     can,
     key_expiry,
 )
+from dynoyard.domain.audit import InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 
 ORG_ID = re.compile(r"org_[0-9a-f]{16}")
@@ -262,6 +263,25 @@ async def patch_settings(
     except UnknownOrg:
         raise org_not_found(access.org_id) from None
     return _settings_view(org)
+
+
+ReadAudit = Annotated[OrgAccess, allowed("read_audit", write=False)]
+
+
+@router.get("/audit")
+async def read_audit(
+    request: Request, access: ReadAudit, before: str | None = None, limit: int = 50
+) -> dict[str, Any]:
+    """The organization's audit log, newest first, a page at a time (owners and admins):
+    `next` is the cursor of the following page, null on the last."""
+    rt = runtime(request)
+    try:
+        entries, cursor = await Administration(
+            rt.admin, rt.clock, rt.admin.audit_log
+        ).audit_entries(access.actor, access.org_id, before, limit)
+    except InvalidAuditQuery as exc:
+        raise bad_request(f"Invalid {exc.param}: {exc}.", param=exc.param) from None
+    return {"entries": [entry.show() for entry in entries], "next": cursor}
 
 
 async def _org(request: Request, org_id: str) -> Org:
