@@ -99,6 +99,7 @@ CONSOLE_GRANTS = {
     ("AccountsTable/index/gsi1", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
+    ("UsageTable", "dynamodb:Query", ("ORG#*",)),
 }
 EXPECTED_GRANTS = {
     "GatewayFunction": DATA_PLANE_GRANTS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -93,3 +94,37 @@ class UsageRecord:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+DAILY_FIELDS = (
+    "date",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "errors",
+    "cache_hits",
+)
+
+
+def daily_totals(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
+    """One line per UTC day and model, oldest first: what `usage daily` and the console
+    show. Its totals equal the records' (money as decimal strings)."""
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        day = record.started_at.astimezone(UTC).date().isoformat()
+        line = totals.setdefault(
+            (day, record.model),
+            {name: 0 for name in DAILY_FIELDS} | {"date": day, "model": record.model},
+        )
+        line["requests"] += 1
+        line["prompt_tokens"] += record.prompt_tokens
+        line["completion_tokens"] += record.completion_tokens
+        line["cost_usd"] += record.cost_usd
+        line["errors"] += 1 if record.status >= 400 else 0
+        line["cache_hits"] += 1 if record.cached else 0
+    return [
+        {**line, "cost_usd": format_usd(Decimal(line["cost_usd"]))}
+        for _, line in sorted(totals.items())
+    ]

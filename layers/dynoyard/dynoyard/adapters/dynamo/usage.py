@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +41,71 @@ class UsageRecords:
             if "LastEvaluatedKey" not in page:
                 return records
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def usage_page(
+        self,
+        org_id: str,
+        since: datetime,
+        until: datetime,
+        limit: int,
+        cursor: str | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+    ) -> tuple[list[UsageRecord], str | None]:
+        """Records of [since, until), oldest first, at most `limit` read per page (a filter
+        by key or model may return fewer), and the next page's cursor (None on the last).
+        The cursor is the last sort key read; one of another org or range is refused."""
+        low, high = _sk_time(since), _sk_time(until)
+        values: dict[str, Any] = {
+            ":pk": {"S": f"ORG#{org_id}"},
+            ":low": {"S": low},
+            ":high": {"S": high},
+        }
+        params: dict[str, Any] = {
+            "TableName": self.usage_table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": values,
+            "Limit": limit,
+        }
+        filters = []
+        for name, wanted in (("key_id", key_id), ("model", model)):
+            if wanted is not None:
+                values[f":{name}"] = {"S": wanted}
+                filters.append(f"{name} = :{name}")
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        if cursor is not None:
+            start = _from_cursor(cursor)
+            if not low <= start <= high:
+                raise ValueError("the cursor is not of this range")
+            params["ExclusiveStartKey"] = {"pk": {"S": f"ORG#{org_id}"}, "sk": {"S": start}}
+        page = await self._db.call("Query", params)
+        now = int(time.time())
+        records = [
+            usage_record(fields)
+            for fields in map(plain, page.get("Items", []))
+            if int(fields.get("expires_at", now + 1)) > now
+        ]
+        last = page.get("LastEvaluatedKey")
+        return records, _to_cursor(last["sk"]["S"]) if last else None
+
+
+def _sk_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _to_cursor(sort_key: str) -> str:
+    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
+
+
+def _from_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("not a cursor of this list") from None
+    if len(text) > 200 or "#req_" not in text:
+        raise ValueError("not a cursor of this list")
+    return text
 
 
 def usage_item(record: UsageRecord) -> dict[str, Any]:
