@@ -214,3 +214,38 @@ def test_given_the_console_script_when_run_as_a_module_then_it_prints_json_only(
         check=True,
     )
     assert help_text.stdout.strip() == "False"  # --help and parsing load no AWS SDK
+
+
+def test_given_records_over_days_when_daily_is_asked_then_one_line_per_day_and_model_that_adds_up(
+    cli, tables
+):
+    org_id = as_json(cli("--json", "org", "create", "--name", "D", "--email", "d@e.f")[1])["org_id"]
+    day = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
+    costs = []
+    for n, (hours, model) in enumerate([(0, "a"), (0.25, "a"), (1, "b"), (1, "a"), (25, "a")]):
+        when = day + timedelta(hours=hours)
+        rec = record(org_id, when, f"req_daily{n}", f"0.00{n + 1}")
+        rec.model = model
+        costs.append(rec.cost_usd)
+        tables.store.settle(rec, Decimal(0))
+    code, out, _ = cli("--json", "usage", "daily", "--org", org_id, "--since", "2026-11-20")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["date"], x["model"], x["requests"]) for x in lines] == [
+        ("2026-11-20", "a", 2),
+        ("2026-11-21", "a", 1),
+        ("2026-11-21", "b", 1),
+        ("2026-11-22", "a", 1),
+    ]
+    assert set(lines[0]) == {
+        "date",
+        "model",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "errors",
+        "cache_hits",
+    }
+    assert sum(Decimal(x["cost_usd"]) for x in lines) == sum(costs)
+    assert cli("usage", "daily", "--org", "org_missing")[0] != 0

@@ -24,7 +24,7 @@ from dynoyard.domain.administration import OPERATOR, Administration, InvalidRequ
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
-from dynoyard.domain.usage import EXPORT_FIELDS
+from dynoyard.domain.usage import EXPORT_FIELDS, daily_totals
 
 if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import BlockingStore
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--org", required=True)
     export.add_argument("--since", type=_since, help="ISO 8601 date or time (UTC if naive)")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    daily = usage.add_parser("daily", help="totals per UTC day and model, today so far included")
+    daily.add_argument("--org", required=True)
+    daily.add_argument("--since", type=_since, help="ISO 8601 date (UTC)")
 
     audit = commands.add_parser("audit", help="an organization's audit log, newest first")
     audit.add_argument("--org", required=True)
@@ -244,6 +247,12 @@ def _audit(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
         print(f"more: --before {cursor}", file=sys.stderr)
 
 
+def _daily(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
+    store.get_org(args.org)  # an unknown org is an error, not an empty list
+    for line in daily_totals(store.usage_records(args.org, args.since)):
+        out.write((json.dumps(line) if args.json else _human(line)) + "\n")
+
+
 def _export(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty export
     records = store.usage_records(args.org, args.since)
@@ -272,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = _store()
         if args.group == "usage":
-            _export(args, store, sys.stdout)
+            (_export if args.action == "export" else _daily)(args, store, sys.stdout)
             return 0
         if args.group == "audit":
             _audit(args, store, sys.stdout)
