@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dynoyard import __version__
-from dynoyard.console import auth, orgs, usage
+from dynoyard.console import auth, oauth_routes, orgs, usage
 from dynoyard.console.errors import install_error_handlers
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
@@ -34,6 +34,7 @@ def create_console_app(
     )
     app.state.console = ConsoleRuntime(settings or ConsoleSettings(), email_sender, clock)
     app.include_router(auth.router)
+    app.include_router(oauth_routes.router)
     app.include_router(orgs.router)
     app.include_router(usage.router)
     install_error_handlers(app)

@@ -8,6 +8,9 @@ Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch 
                                               links the address was sent in this window
   LINK#<sha256(token)>   / LINK               email, name, purpose, terms_accepted, expires_at
   SESSION#<sha256(token)>/ SESSION            user_id, epoch, renewed_at, expires_at
+  OAUTH#<sha256(id)>     / OAUTH              provider, state, code_verifier, accept_terms,
+                                              expires_at: an OAuth sign-in under way
+  IDENTITY#<provider>#<provider_id> / USER    user_id: a Google or Discord account linked
   ORG#<org_id>           / MEMBER#<user_id>   user_id, role
   USER#<user_id>         / ORG#<org_id>       org_id, role
 
@@ -55,6 +58,14 @@ class SignInLink:
     purpose: str  # "sign_in" or "sign_up"
     terms_accepted: bool
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthPending:
+    provider: str
+    state: str
+    code_verifier: str
+    accept_terms: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +209,69 @@ class ConsoleStore:
             terms_accepted=bool(item.get("terms_accepted", False)),
             expires_at=int(item["expires_at"]),
         )
+
+    # -- OAuth sign-in under way ---------------------------------------------------------
+
+    async def put_oauth_pending(
+        self, id_hash: str, pending: OAuthPending, ttl_seconds: int
+    ) -> None:
+        item = {
+            "pk": f"OAUTH#{id_hash}",
+            "sk": "OAUTH",
+            "provider": pending.provider,
+            "state": pending.state,
+            "code_verifier": pending.code_verifier,
+            "accept_terms": pending.accept_terms,
+            "expires_at": self.now() + ttl_seconds,
+        }
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.table,
+                "Item": typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
+            idempotent=False,
+        )
+
+    async def consume_oauth_pending(self, id_hash: str) -> OAuthPending | None:
+        """The sign-in under way, deleted in the same write (so it is used once); None when
+        it does not exist, was used, or has expired."""
+        try:
+            answer = await self._db.call(
+                "DeleteItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"OAUTH#{id_hash}", "OAUTH"),
+                    "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
+                    "ExpressionAttributeValues": {":now": attribute(self.now())},
+                    "ReturnValues": "ALL_OLD",
+                },
+                idempotent=False,
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                return None
+            raise
+        item = plain(answer.get("Attributes") or {})
+        if not item:
+            return None
+        return OAuthPending(
+            provider=str(item.get("provider", "")),
+            state=str(item.get("state", "")),
+            code_verifier=str(item.get("code_verifier", "")),
+            accept_terms=bool(item.get("accept_terms", False)),
+        )
+
+    async def link_identity(self, provider: str, provider_id: str, user_id: str) -> None:
+        """Records that the provider's account `provider_id` signed in as `user_id`."""
+        item = {
+            "pk": f"IDENTITY#{provider}#{provider_id}",
+            "sk": "USER",
+            "user_id": user_id,
+            "linked_at": now_iso(),
+        }
+        await self._db.call("PutItem", {"TableName": self.table, "Item": typed(item)})
 
     # -- users ---------------------------------------------------------------------------
 
