@@ -86,14 +86,24 @@ CONSOLE_GRANTS = {
     (
         "AccountsTable",
         "dynamodb:PutItem",
-        ("USER#*", "EMAIL#*", "LINK#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
+        (
+            "USER#*",
+            "EMAIL#*",
+            "LINK#*",
+            "SESSION#*",
+            "ORG#*",
+            "KEY#*",
+            "KEYID#*",
+            "OAUTH#*",
+            "IDENTITY#*",
+        ),
     ),
     (
         "AccountsTable",
         "dynamodb:UpdateItem",
         ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
     ),
-    ("AccountsTable", "dynamodb:DeleteItem", ("LINK#*", "SESSION#*")),
+    ("AccountsTable", "dynamodb:DeleteItem", ("LINK#*", "SESSION#*", "OAUTH#*")),
     ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*",)),
     ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*")),
     ("AccountsTable/index/gsi1", "dynamodb:Query", ("ORG#*",)),
@@ -331,3 +341,19 @@ def test_given_the_dashboard_when_rendered_then_it_is_json_showing_every_alarmed
     }
     assert {"HoldExceeded", "StoreUnavailable", "SettleFailures"} <= alarmed
     assert alarmed <= shown
+
+
+def test_given_the_console_store_when_its_item_prefixes_are_listed_then_iam_covers_each():
+    import re
+
+    store = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo" / "console_store.py"
+    # Partition keys only: an item's "pk", the first argument of _key/_get, a ":pk" value.
+    patterns = (r'"pk": f"([A-Z]+)#', r'_(?:key|get)\(f"([A-Z]+)#', r'":pk": \w+\(f"([A-Z]+)#')
+    used = {m for pattern in patterns for m in re.findall(pattern, store.read_text())}
+    granted = {
+        prefix.removesuffix("#*")
+        for _, _, prefixes in CONSOLE_GRANTS
+        if prefixes
+        for prefix in prefixes
+    }
+    assert used and used <= granted, used - granted
