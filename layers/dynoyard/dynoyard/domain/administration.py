@@ -43,30 +43,23 @@ MAX_KEY_DAYS = 3650
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 # Who may do what. Credits are granted by the operator only; members of an organization
 # top up through billing.
+# Owners and admins may do the same today; what only owners may do (the last owner's
+# rules, closing an organization) comes with membership changes.
+_MANAGERS: frozenset[Action] = frozenset(
+    {
+        "read_org",
+        "read_usage",
+        "read_keys",
+        "manage_keys",
+        "change_settings",
+        "manage_members",
+        "read_audit",
+    }
+)
 PERMISSIONS: dict[str, frozenset[Action]] = {
     "operator": frozenset(get_args(Action)),
-    "owner": frozenset(
-        {
-            "read_org",
-            "read_usage",
-            "read_keys",
-            "manage_keys",
-            "change_settings",
-            "manage_members",
-            "read_audit",
-        }
-    ),
-    "admin": frozenset(
-        {
-            "read_org",
-            "read_usage",
-            "read_keys",
-            "manage_keys",
-            "change_settings",
-            "manage_members",
-            "read_audit",
-        }
-    ),
+    "owner": _MANAGERS,
+    "admin": _MANAGERS,
     "member": frozenset({"read_org", "read_usage", "read_keys"}),
 }
 

@@ -183,12 +183,27 @@ class ConsoleStore:
     async def consume_link(self, token_hash: str) -> SignInLink | None:
         """The link, deleted in the same write; None when it does not exist, was used, or
         has expired. Not retried on a transport error: a link is never used twice."""
+        item = await self._take_once(f"LINK#{token_hash}", "LINK")
+        if item is None:
+            return None
+        return SignInLink(
+            email=str(item["email"]),
+            name=str(item.get("name", "")),
+            purpose=str(item.get("purpose", "sign_in")),
+            terms_accepted=bool(item.get("terms_accepted", False)),
+            expires_at=int(item["expires_at"]),
+        )
+
+    async def _take_once(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """An unexpired item, deleted in the same write, so whatever it grants is used
+        once; None when it does not exist, was used, or has expired. Not retried on a
+        transport error: never used twice."""
         try:
             answer = await self._db.call(
                 "DeleteItem",
                 {
                     "TableName": self.table,
-                    "Key": _key(f"LINK#{token_hash}", "LINK"),
+                    "Key": _key(pk, sk),
                     "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
                     "ExpressionAttributeValues": {":now": attribute(self.now())},
                     "ReturnValues": "ALL_OLD",
@@ -199,16 +214,7 @@ class ConsoleStore:
             if error.condition_failed:
                 return None
             raise
-        item = plain(answer.get("Attributes") or {})
-        if not item:
-            return None
-        return SignInLink(
-            email=str(item["email"]),
-            name=str(item.get("name", "")),
-            purpose=str(item.get("purpose", "sign_in")),
-            terms_accepted=bool(item.get("terms_accepted", False)),
-            expires_at=int(item["expires_at"]),
-        )
+        return plain(answer.get("Attributes") or {}) or None
 
     # -- OAuth sign-in under way ---------------------------------------------------------
 
@@ -237,24 +243,8 @@ class ConsoleStore:
     async def consume_oauth_pending(self, id_hash: str) -> OAuthPending | None:
         """The sign-in under way, deleted in the same write (so it is used once); None when
         it does not exist, was used, or has expired."""
-        try:
-            answer = await self._db.call(
-                "DeleteItem",
-                {
-                    "TableName": self.table,
-                    "Key": _key(f"OAUTH#{id_hash}", "OAUTH"),
-                    "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
-                    "ExpressionAttributeValues": {":now": attribute(self.now())},
-                    "ReturnValues": "ALL_OLD",
-                },
-                idempotent=False,
-            )
-        except DynamoError as error:
-            if error.condition_failed:
-                return None
-            raise
-        item = plain(answer.get("Attributes") or {})
-        if not item:
+        item = await self._take_once(f"OAUTH#{id_hash}", "OAUTH")
+        if item is None:
             return None
         return OAuthPending(
             provider=str(item.get("provider", "")),
