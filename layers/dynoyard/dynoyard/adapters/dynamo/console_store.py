@@ -132,15 +132,7 @@ class ConsoleStore:
             "terms_accepted": terms_accepted,
             "expires_at": self.now() + ttl_seconds,
         }
-        await self._db.call(
-            "PutItem",
-            {
-                "TableName": self.table,
-                "Item": typed(item),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            },
-            idempotent=False,
-        )
+        await self._put_new(item)
 
     async def count_link_request(
         self, normalized_email: str, limit: int, window_seconds: int
@@ -194,6 +186,19 @@ class ConsoleStore:
             expires_at=int(item["expires_at"]),
         )
 
+    async def _put_new(self, item: dict[str, Any]) -> None:
+        """Puts an item that must not exist yet (a random id's: a clash is an error, never
+        an overwrite). Not retried on a transport error."""
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.table,
+                "Item": typed(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            },
+            idempotent=False,
+        )
+
     async def _take_once(self, pk: str, sk: str) -> dict[str, Any] | None:
         """An unexpired item, deleted in the same write, so whatever it grants is used
         once; None when it does not exist, was used, or has expired. Not retried on a
@@ -230,15 +235,7 @@ class ConsoleStore:
             "accept_terms": pending.accept_terms,
             "expires_at": self.now() + ttl_seconds,
         }
-        await self._db.call(
-            "PutItem",
-            {
-                "TableName": self.table,
-                "Item": typed(item),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            },
-            idempotent=False,
-        )
+        await self._put_new(item)
 
     async def consume_oauth_pending(self, id_hash: str) -> OAuthPending | None:
         """The sign-in under way, deleted in the same write (so it is used once); None when
@@ -424,15 +421,7 @@ class ConsoleStore:
             "renewed_at": now,
             "expires_at": session.expires_at,
         }
-        await self._db.call(
-            "PutItem",
-            {
-                "TableName": self.table,
-                "Item": typed(item),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            },
-            idempotent=False,
-        )
+        await self._put_new(item)
         return session
 
     async def get_session(self, token_hash: str) -> Session | None:
