@@ -106,13 +106,18 @@ def session_from(response: httpx.Response) -> str:
     return cookie[COOKIE].value
 
 
+# Every test comes from 127.0.0.1: the per-IP limits get tests of their own
+# (tests/e2e/test_console_auth_limits.py).
+NO_IP_LIMITS = {"links_per_ip": 100_000, "link_callbacks_per_ip": 100_000, "oauth_per_ip": 100_000}
+
+
 def settings_for(tables: Tables, **changes: Any) -> ConsoleSettings:
     return ConsoleSettings(
         accounts_table=tables.names["ACCOUNTS_TABLE"],
         usage_table=tables.names["USAGE_TABLE"],
         cache_table=tables.names["CACHE_TABLE"],
         dynamodb_endpoint=tables.env["AWS_ENDPOINT_URL_DYNAMODB"],
-        **changes,
+        **{**NO_IP_LIMITS, **changes},
     )
 
 

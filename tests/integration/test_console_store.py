@@ -141,25 +141,23 @@ def test_no_token_is_stored_in_the_clear(store: ConsoleStore, tables: Tables) ->
     assert token not in dump and token_hash in dump
 
 
-def test_links_per_address_are_counted_in_fixed_windows(store: ConsoleStore, clock: Clock) -> None:
+def test_uses_are_counted_in_fixed_windows(store: ConsoleStore, clock: Clock) -> None:
     address = f"r{uuid.uuid4().hex[:8]}@example.com"
     clock.now = 1_800_000_000.0 - 1_800_000_000.0 % 900 + 100  # 100 s into a window
-    counts = [fresh(store, lambda: store.count_link_request(address, 3, 900)) for _ in range(5)]
+    counts = [fresh(store, lambda: store.count_in_window(address, 3, 900)) for _ in range(5)]
     assert counts == [None, None, None, 800, 800]
-    assert fresh(store, lambda: store.count_link_request("other" + address, 3, 900)) is None
+    assert fresh(store, lambda: store.count_in_window("other" + address, 3, 900)) is None
     clock.now += 800  # the next window
-    assert fresh(store, lambda: store.count_link_request(address, 3, 900)) is None
+    assert fresh(store, lambda: store.count_in_window(address, 3, 900)) is None
 
 
-def test_concurrent_link_requests_never_pass_the_limit(store: ConsoleStore) -> None:
+def test_concurrent_uses_never_pass_the_limit(store: ConsoleStore) -> None:
     address = f"c{uuid.uuid4().hex[:8]}@example.com"
 
     async def race() -> list[Any]:
         try:
             return list(
-                await asyncio.gather(
-                    *[store.count_link_request(address, 4, 900) for _ in range(12)]
-                )
+                await asyncio.gather(*[store.count_in_window(address, 4, 900) for _ in range(12)])
             )
         finally:
             await store._db.aclose()

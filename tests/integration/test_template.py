@@ -80,7 +80,9 @@ DATA_PLANE_GRANTS = {
 # update_org_settings, create_key, revoke_key; cache.py's clear_cache): reads of users, their
 # address pointers, sessions, orgs and key-id pointers; writes of exactly the items it makes;
 # links and sessions deleted; memberships and an org's keys (gsi1) queried; an org's cache
-# entries deleted on opt-out. No usage table, no secret, no scan, nothing of IP# items.
+# entries deleted on opt-out; rights_store.py's export and account deletion (a deleted
+# account's items, a closed org's usage records' client IPs). No secret, no scan, nothing of
+# IP# items.
 CONSOLE_GRANTS = {
     ("AccountsTable", "dynamodb:GetItem", ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEYID#*")),
     (
@@ -101,15 +103,20 @@ CONSOLE_GRANTS = {
     (
         "AccountsTable",
         "dynamodb:UpdateItem",
-        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
+        ("USER#*", "RATE#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*"),
     ),
-    ("AccountsTable", "dynamodb:DeleteItem", ("LINK#*", "SESSION#*", "OAUTH#*")),
+    (
+        "AccountsTable",
+        "dynamodb:DeleteItem",
+        ("LINK#*", "SESSION#*", "OAUTH#*", "USER#*", "EMAIL#*", "IDENTITY#*", "ORG#*"),
+    ),
     ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*",)),
-    ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*")),
+    ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*", "EMAIL#*")),
     ("AccountsTable/index/gsi1", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
     ("UsageTable", "dynamodb:Query", ("ORG#*",)),
+    ("UsageTable", "dynamodb:UpdateItem", ("ORG#*",)),
 }
 EXPECTED_GRANTS = {
     "GatewayFunction": DATA_PLANE_GRANTS,
@@ -357,3 +364,25 @@ def test_given_the_console_store_when_its_item_prefixes_are_listed_then_iam_cove
         for prefix in prefixes
     }
     assert used and used <= granted, used - granted
+
+
+def test_given_the_rights_store_when_its_calls_and_prefixes_are_listed_then_iam_covers_them():
+    """A tripwire for the export and the deletion (adapters/dynamo/rights_store.py): each
+    call it makes on the accounts table, and each partition prefix it names, is granted."""
+    store = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo" / "rights_store.py"
+    text = store.read_text()
+    calls = set(re.findall(r'_db\.call\(\s*"(\w+)"', text))
+    assert calls == {"UpdateItem", "Query", "DeleteItem"}
+    prefixes = set(re.findall(r'f"([A-Z]+)#\{', text))
+    for call in calls:
+        granted = {
+            prefix.removesuffix("#*")
+            for resource, action, keys in CONSOLE_GRANTS
+            if resource == "AccountsTable" and action == f"dynamodb:{call}" and keys
+            for prefix in keys
+        }
+        assert prefixes - {"INVITE", "LINK", "IDENTITY", "ORG"} <= granted or call != "Query"
+        if call == "DeleteItem":
+            assert prefixes - {"INVITE"} <= granted, prefixes - granted
+    usage = {action for resource, action, _ in CONSOLE_GRANTS if resource == "UsageTable"}
+    assert {"dynamodb:Query", "dynamodb:UpdateItem"} <= usage

@@ -3,12 +3,17 @@
 Tokens: a link token and a session token are 32 random bytes (URL-safe base64), stored
 only as their SHA-256. The CSRF token of a session is derived from its session token
 (SHA-256 of "csrf:" + token), so it is stored nowhere and is useless without the cookie.
+
+Sign-in limits, each in fixed 15-minute windows on a counter item of its own (one
+conditional write, ConsoleStore.count_in_window): link requests per address and per client
+IP, email-link callbacks per IP, OAuth starts and callbacks per IP (ConsoleSettings).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
@@ -38,7 +43,7 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "dynoyard_session"
 MAX_TOKEN = 128  # longer than any token this service makes
 CONSOLE_PATH = "/console"
-LINK_WINDOW_SECONDS = 900  # DYNOYARD_LINKS_PER_ADDRESS counts in windows of 15 minutes
+RATE_WINDOW_SECONDS = 900  # every sign-in limit counts in fixed windows of 15 minutes
 LINK_SENT = {
     "status": "sent",
     "message": "If this address can receive email, a sign-in link is on its way."
@@ -59,6 +64,38 @@ def csrf_token_for(session_token: str) -> str:
 def runtime(request: Request) -> ConsoleRuntime:
     found: ConsoleRuntime = request.app.state.console
     return found
+
+
+def client_ip(request: Request) -> str:
+    """Whom the per-IP limits count: the connection's address as the server saw it. Under
+    Mangum that is API Gateway's requestContext.identity.sourceIp, which a client can not
+    set; no header (X-Forwarded-For, Forwarded, X-Real-IP) is read here. An IPv6 client
+    counts by its /64 (a host commonly holds a whole /64); an address that is missing or not
+    an IP address counts as one shared "unknown", never as a fresh one each time."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
+
+
+async def limit_per_ip(request: Request, purpose: str, limit: int) -> None:
+    """429 too_many_requests once the caller's IP has made `limit` calls of `purpose` in
+    this window. Counted before any other work, so it says nothing about any account."""
+    subject = f"{purpose}#{client_ip(request)}"
+    wait = await runtime(request).store.count_in_window(subject, limit, RATE_WINDOW_SECONDS)
+    if wait is not None:
+        raise ConsoleError(
+            429,
+            "Too many sign-in attempts from your network. Retry after the time in 'retry-after'.",
+            "too_many_requests",
+            headers={"retry-after": str(wait)},
+        )
 
 
 def set_session_cookie(response: Response, token: str, settings: ConsoleSettings) -> None:
@@ -148,8 +185,11 @@ async def request_email_link(body: EmailLinkRequest, request: Request) -> dict[s
             "The name must be at most 100 characters, without control characters.",
             param="name",
         )
-    wait = await rt.store.count_link_request(
-        normalized_email(email), rt.settings.links_per_address, LINK_WINDOW_SECONDS
+    await limit_per_ip(request, "link_ip", rt.settings.links_per_ip)
+    # Any address alike, known or not; the counter's key holds the address's hash only.
+    address_key = f"link_address#{sha256(normalized_email(email))}"
+    wait = await rt.store.count_in_window(
+        address_key, rt.settings.links_per_address, RATE_WINDOW_SECONDS
     )
     if wait is not None:
         raise ConsoleError(
@@ -200,11 +240,21 @@ async def request_email_link(body: EmailLinkRequest, request: Request) -> dict[s
     return LINK_SENT
 
 
+@router.head("/auth/email-link/callback")
+async def email_link_callback_head() -> Response:
+    """Mail scanners and link previews often check a link with HEAD: 200, and the link is
+    neither read nor consumed (nor counted), whatever the token. Only GET signs in."""
+    return Response(
+        status_code=200, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"}
+    )
+
+
 @router.get("/auth/email-link/callback", status_code=303)
 async def email_link_callback(
     request: Request, token: Annotated[str, Query(min_length=1, max_length=MAX_TOKEN)]
 ) -> Response:
     rt = runtime(request)
+    await limit_per_ip(request, "link_callback_ip", rt.settings.link_callbacks_per_ip)
     link = await rt.store.consume_link(sha256(token))
     if link is None:
         raise bad_request(

@@ -6,7 +6,8 @@ cookie, and the table keeps only its SHA-256. `callback` consumes that record (o
 conditional delete), checks the state, exchanges the code, and signs in the user whose
 address the provider verified, or signs up a new one if `accept_terms=true` was given to
 `start`. Every failure is a 400 in the console's error shape; an unverified address is never
-taken.
+taken. Starts and callbacks are each limited per client IP (DYNOYARD_OAUTH_PER_IP per 15
+minutes, then 429 too_many_requests).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dynoyard.adapters.oauth import oauth_providers
 from dynoyard.adapters.oauth_settings import oauth_settings
 from dynoyard.console.auth import (
     MAX_TOKEN,
+    limit_per_ip,
     runtime,
     sha256,
     sign_up,
@@ -81,6 +83,7 @@ async def oauth_start(
     that a new account may be made for them at the callback."""
     rt = runtime(request)
     client = provider_for(request, provider)
+    await limit_per_ip(request, "oauth_start_ip", rt.settings.oauth_per_ip)
     start = client.start(redirect_uri(rt, provider))
     pending_id = secrets.token_urlsafe(32)
     await rt.store.put_oauth_pending(
@@ -113,6 +116,7 @@ async def oauth_callback(
 ) -> Response:
     rt = runtime(request)
     client = provider_for(request, provider)
+    await limit_per_ip(request, "oauth_callback_ip", rt.settings.oauth_per_ip)
     pending_id = request.cookies.get(OAUTH_COOKIE, "")
     if not pending_id or len(pending_id) > MAX_TOKEN:
         raise oauth_failed(

@@ -34,6 +34,14 @@ class ConsoleSettings(BaseSettings):
     # Sign-in links sent to one address per 15 minutes (any address, with or without an
     # account, so the limit tells nothing): past it, 429 with retry-after.
     links_per_address: int = Field(5, ge=1, le=1000, validation_alias="DYNOYARD_LINKS_PER_ADDRESS")
+    # Per client IP (API Gateway's sourceIp; an IPv6 client by its /64), per 15 minutes:
+    # link requests, email-link callbacks, and OAuth starts and callbacks (each counted
+    # apart). Past one, 429 too_many_requests with retry-after.
+    links_per_ip: int = Field(20, ge=1, le=100_000, validation_alias="DYNOYARD_LINKS_PER_IP")
+    link_callbacks_per_ip: int = Field(
+        30, ge=1, le=100_000, validation_alias="DYNOYARD_LINK_CALLBACKS_PER_IP"
+    )
+    oauth_per_ip: int = Field(30, ge=1, le=100_000, validation_alias="DYNOYARD_OAUTH_PER_IP")
 
     @property
     def local_http(self) -> bool:

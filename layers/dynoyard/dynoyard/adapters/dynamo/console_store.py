@@ -4,13 +4,15 @@ Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch 
   USER#<user_id>         / META               email, name, language, verified, created_at,
                                               terms_accepted_at, sessions_epoch
   EMAIL#<normalized>     / USER               user_id: one user per address (conditional put)
-  EMAIL#<normalized>     / LINKS              link_window, link_count, expires_at: how many
-                                              links the address was sent in this window
+  RATE#<purpose>#<subject> / WINDOW#<start>  hits, expires_at: a fixed-window counter
+                                              (sign-in limits per client IP or per address)
   LINK#<sha256(token)>   / LINK               email, name, purpose, terms_accepted, expires_at
   SESSION#<sha256(token)>/ SESSION            user_id, epoch, renewed_at, expires_at
   OAUTH#<sha256(id)>     / OAUTH              provider, state, code_verifier, accept_terms,
                                               expires_at: an OAuth sign-in under way
   IDENTITY#<provider>#<provider_id> / USER    user_id: a Google or Discord account linked
+  USER#<user_id> / IDENTITY#<provider>#<id>   user_id, linked_at: the user's side of it
+  EMAIL#<normalized>     / LINK#<sha256>      expires_at: a pending link to the address
   ORG#<org_id>           / MEMBER#<user_id>   user_id, role
   USER#<user_id>         / ORG#<org_id>       org_id, role
 
@@ -30,9 +32,17 @@ from typing import Any, Literal
 
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, now_iso, plain, typed
-
-Role = Literal["owner", "admin", "member"]
-ROLES: tuple[Role, ...] = ("member", "admin", "owner")  # ascending power
+from dynoyard.domain.team import (
+    ROLES,
+    AlreadyMember,
+    Invitation,
+    LastOwner,
+    MembershipChanged,
+    Role,
+    TooManyOrgs,
+    UnknownInvitation,
+    check_role,
+)
 
 
 class EmailTaken(Exception):
@@ -132,45 +142,43 @@ class ConsoleStore:
             "terms_accepted": terms_accepted,
             "expires_at": self.now() + ttl_seconds,
         }
+        # A pointer from the address (as normalized in console/validation.py) first, so that
+        # deleting the account finds every pending link (domain/rights.py).
+        pointer = {
+            "pk": f"EMAIL#{email.strip().lower()}",
+            "sk": f"LINK#{token_hash}",
+            "expires_at": item["expires_at"],
+        }
+        await self._db.call("PutItem", {"TableName": self.table, "Item": typed(pointer)})
         await self._put_new(item)
 
-    async def count_link_request(
-        self, normalized_email: str, limit: int, window_seconds: int
-    ) -> int | None:
-        """Counts one link sent to the address in the current fixed window (whether or not
-        it has an account). None when within `limit`; past it, the seconds until the window
-        ends. One conditional write in the window; a new window takes a second one."""
+    async def count_in_window(self, subject: str, limit: int, window_seconds: int) -> int | None:
+        """Counts one use by `subject` (e.g. "link_ip#203.0.113.9") in the current fixed
+        window. None when within `limit`; past it, the seconds until the window ends. One
+        conditional write on the window's own item, which expires with the window."""
         now = self.now()
         window = now - now % window_seconds
-        key = _key(f"EMAIL#{normalized_email}", "LINKS")
-        in_window = {
-            "UpdateExpression": "ADD link_count :one",
-            "ConditionExpression": "link_window = :w AND link_count < :limit",
-            "ExpressionAttributeValues": {
-                ":one": attribute(1),
-                ":w": attribute(window),
-                ":limit": attribute(limit),
-            },
-        }
-        new_window = {
-            "UpdateExpression": "SET link_window = :w, link_count = :one, expires_at = :end",
-            "ConditionExpression": "attribute_not_exists(link_window) OR link_window < :w",
-            "ExpressionAttributeValues": {
-                ":one": attribute(1),
-                ":w": attribute(window),
-                ":end": attribute(window + window_seconds),
-            },
-        }
-        for update in (in_window, new_window, in_window):
-            try:
-                await self._db.call(
-                    "UpdateItem", {"TableName": self.table, "Key": key, **update}, idempotent=False
-                )
-                return None
-            except DynamoError as error:
-                if not error.condition_failed:
-                    raise
-        return max(1, window + window_seconds - now)
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"RATE#{subject}", f"WINDOW#{window}"),
+                    "UpdateExpression": "ADD hits :one SET expires_at = :end",
+                    "ConditionExpression": "attribute_not_exists(hits) OR hits < :limit",
+                    "ExpressionAttributeValues": {
+                        ":one": attribute(1),
+                        ":limit": attribute(limit),
+                        ":end": attribute(window + window_seconds),
+                    },
+                },
+                idempotent=False,
+            )
+        except DynamoError as error:
+            if not error.condition_failed:
+                raise
+            return max(1, window + window_seconds - now)
+        return None
 
     async def consume_link(self, token_hash: str) -> SignInLink | None:
         """The link, deleted in the same write; None when it does not exist, was used, or
@@ -258,7 +266,10 @@ class ConsoleStore:
             "user_id": user_id,
             "linked_at": now_iso(),
         }
-        await self._db.call("PutItem", {"TableName": self.table, "Item": typed(item)})
+        # And the user's pointer to it: an export lists it, a deletion erases it.
+        pointer = {**item, "pk": f"USER#{user_id}", "sk": f"IDENTITY#{provider}#{provider_id}"}
+        for put in (pointer, item):
+            await self._db.call("PutItem", {"TableName": self.table, "Item": typed(put)})
 
     # -- users ---------------------------------------------------------------------------
 
@@ -353,18 +364,15 @@ class ConsoleStore:
     # -- memberships -------------------------------------------------------------------
 
     async def add_member(self, org_id: str, user_id: str, role: Role) -> None:
-        items = [
-            {"pk": f"ORG#{org_id}", "sk": f"MEMBER#{user_id}", "user_id": user_id, "role": role},
-            {"pk": f"USER#{user_id}", "sk": f"ORG#{org_id}", "org_id": org_id, "role": role},
+        """A new membership, both ways; AlreadyMember when the user is one already. A new
+        owner is counted in the organization's owner count in the same transaction."""
+        steps: list[tuple[dict[str, Any], str | None]] = [
+            (self._put_step(_member_item(org_id, user_id, role), new=True), "member_exists"),
+            (self._put_step(_mirror_item(org_id, user_id, role), new=False), None),
         ]
-        await self._db.call(
-            "TransactWriteItems",
-            {
-                "TransactItems": [
-                    {"Put": {"TableName": self.table, "Item": typed(i)}} for i in items
-                ]
-            },
-        )
+        if role == "owner":
+            steps.append((self._owner_count_step(org_id, +1), "owners_up"))
+        await self._team_write(org_id, steps)
 
     async def membership(self, org_id: str, user_id: str) -> Membership | None:
         item = await self._get(f"ORG#{org_id}", f"MEMBER#{user_id}")
