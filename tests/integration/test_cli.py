@@ -45,7 +45,12 @@ def test_given_a_new_org_when_shown_then_the_contract_shape_with_money_as_string
         "org_id": org_id,
         "name": "Acme",
         "balance_usd": "0.000000",
-        "settings": {"cache_enabled": False, "cache_ttl_seconds": 1800, "rate_limit_rpm": None},
+        "settings": {
+            "cache_enabled": False,
+            "cache_ttl_seconds": 1800,
+            "rate_limit_rpm": None,
+            "low_balance_usd": None,
+        },
     }
 
 
@@ -68,6 +73,13 @@ def test_given_grants_of_a_tenth_when_added_then_the_balance_is_exact(cli):
         ["credits", "grant", "--org", "ORG", "--usd", "-1"],
         ["credits", "grant", "--org", "ORG", "--usd", "0"],
         ["org", "set", "ORG", "--cache-ttl", "999999999"],
+        ["org", "set", "ORG", "--low-balance-usd", "-1"],
+        ["org", "set", "ORG", "--low-balance-usd", "1e3"],
+        ["org", "set", "ORG", "--low-balance-usd", "NaN"],
+        ["org", "set", "ORG", "--low-balance-usd", "1000000.000001"],
+        ["org", "set", "ORG", "--low-balance-usd", "0.0000001"],
+        ["org", "set", "ORG", "--low-balance-usd", " 5"],
+        ["org", "set", "ORG", "--low-balance-usd", ""],
         ["org", "show", "org_doesnotexist"],
         ["key", "revoke", "key_doesnotexist"],
         ["key", "create", "--org", "org_doesnotexist"],
@@ -95,10 +107,36 @@ def test_given_org_settings_when_set_then_show_returns_them(cli):
         "cache_enabled": True,
         "cache_ttl_seconds": 600,
         "rate_limit_rpm": 120,
+        "low_balance_usd": None,
     }
     assert as_json(cli("--json", "org", "show", org_id)[1])["settings"]["cache_enabled"] is True
     code, out, _ = cli("--json", "org", "set", org_id, "--rpm", "0")
     assert as_json(out)["settings"]["rate_limit_rpm"] is None
+
+
+def test_given_a_low_balance_threshold_when_set_then_shown_kept_and_removed_by_off(cli, tables):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    code, out, _ = cli("--json", "org", "set", org_id, "--low-balance-usd", "12.5")
+    assert code == 0 and as_json(out)["settings"]["low_balance_usd"] == "12.500000"
+    assert tables.store.get_org(org_id).low_balance_usd == Decimal("12.5")
+    # Another setting leaves it; the largest and the finest amounts are exact.
+    code, out, _ = cli("--json", "org", "set", org_id, "--cache", "on")
+    assert as_json(out)["settings"]["low_balance_usd"] == "12.500000"
+    for amount, shown in (
+        ("1000000", "1000000.000000"),
+        ("0.000001", "0.000001"),
+        ("0", "0.000000"),
+    ):
+        code, out, _ = cli("--json", "org", "set", org_id, "--low-balance-usd", amount)
+        assert code == 0 and as_json(out)["settings"]["low_balance_usd"] == shown
+    code, out, _ = cli("--json", "org", "show", org_id)
+    assert as_json(out)["settings"]["low_balance_usd"] == "0.000000"
+    code, out, _ = cli("--json", "org", "set", org_id, "--low-balance-usd", "off")
+    assert code == 0 and as_json(out)["settings"]["low_balance_usd"] is None
+    assert tables.store.get_org(org_id).low_balance_usd is None
+    _, out, _ = cli("--json", "audit", "--org", org_id, "--limit", "10")
+    recorded = [json.loads(line)["details"].get("low_balance_usd") for line in out.splitlines()]
+    assert recorded == ["off", "0", "0.000001", "1000000", None, "12.5"]
 
 
 def test_given_a_key_when_created_and_revoked_then_the_store_agrees(cli, tables):

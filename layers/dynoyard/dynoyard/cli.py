@@ -15,12 +15,23 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dynoyard.domain.accounts import (
     MAX_CACHE_TTL_SECONDS,
+    MAX_LOW_BALANCE_USD,
     MIN_CACHE_TTL_SECONDS,
+    UNCHANGED,
+    InvalidSetting,
     Org,
     UnknownKey,
     UnknownOrg,
+    parse_low_balance,
 )
-from dynoyard.domain.administration import OPERATOR, Administration, InvalidRequest, NotAllowed
+from dynoyard.domain.administration import (
+    MAX_GRACE_SECONDS,
+    OPERATOR,
+    Administration,
+    InvalidRequest,
+    KeyNotActive,
+    NotAllowed,
+)
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
@@ -72,6 +83,15 @@ def _amount(value: str) -> Decimal:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _low_balance(value: str) -> Decimal | None:
+    if value == "off":
+        return None
+    try:
+        return parse_low_balance(value)
+    except InvalidSetting as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _since(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
@@ -106,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--rpm", type=_non_negative_int, help="requests per minute for the org (0: no limit)"
     )
+    settings.add_argument(
+        "--low-balance-usd",
+        type=_low_balance,
+        default=UNCHANGED,
+        metavar="X",
+        help=f"email an alert below this balance, 0..{MAX_LOW_BALANCE_USD} USD (off: no alert)",
+    )
 
     key = commands.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
     key_create = key.add_parser("create", help="create an API key (shown once)")
@@ -119,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--monthly-usd", type=_amount, help="spend cap per UTC month")
     revoke = key.add_parser("revoke", help="revoke an API key")
     revoke.add_argument("key_id")
+    rotate = key.add_parser(
+        "rotate", help="a new key in place of one (shown once); the old one is revoked"
+    )
+    rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--grace-seconds",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help=f"the old key keeps working N seconds, 0..{MAX_GRACE_SECONDS} (default 0)",
+    )
 
     credits = commands.add_parser("credits", help="balance").add_subparsers(
         dest="action", required=True
@@ -157,7 +195,7 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
     org = _administer(
         store,
         lambda admin: admin.change_settings(
-            OPERATOR, args.org_id, args.cache, args.cache_ttl, args.rpm
+            OPERATOR, args.org_id, args.cache, args.cache_ttl, args.rpm, args.low_balance_usd
         ),
     )
     return org.show()
@@ -170,6 +208,19 @@ def _key_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
             raise UnknownKey(args.key_id)
         _administer(store, lambda admin: admin.revoke_key(OPERATOR, org_id, args.key_id))
         return {"key_id": args.key_id, "revoked": True}
+    if args.action == "rotate":
+        org_id = store.key_org_id(args.key_id)
+        if org_id is None:
+            raise UnknownKey(args.key_id)
+        rotated = _administer(
+            store,
+            lambda admin: admin.rotate_key(OPERATOR, org_id, args.key_id, args.grace_seconds),
+        )
+        return {
+            "key_id": rotated.new.key_id,
+            "api_key": rotated.new.secret,
+            "rotated_from": args.key_id,
+        }
     models = frozenset(m.strip() for m in (args.models or "").split(",") if m.strip())
     try:
         limits = key_limits(args.rpm, args.tpm, args.daily_usd, args.monthly_usd)
@@ -205,6 +256,8 @@ def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[
         return asyncio.run(run())
     except (InvalidRequest, NotAllowed) as exc:
         raise CliError(str(exc)) from None
+    except KeyNotActive as exc:
+        raise CliError(f"API key {exc} is revoked, expired or already rotated") from None
 
 
 def _audit(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:

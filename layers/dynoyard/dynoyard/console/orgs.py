@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from dynoyard.console.auth import Caller, SignedIn, SignedInCsrf, runtime
 from dynoyard.console.errors import ConsoleError, bad_request, forbidden, not_found
-from dynoyard.domain.accounts import Org, UnknownOrg
+from dynoyard.domain.accounts import (
+    UNCHANGED,
+    InvalidSetting,
+    Org,
+    Unchanged,
+    UnknownOrg,
+    parse_low_balance,
+)
 from dynoyard.domain.administration import (
     Action,
     Actor,
@@ -28,6 +36,7 @@ from dynoyard.domain.administration import (
     can,
 )
 from dynoyard.domain.audit import InvalidAuditQuery
+from dynoyard.domain.money import format_usd
 
 ORG_ID = re.compile(r"org_[0-9a-f]{16}")
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
@@ -94,6 +103,8 @@ class SettingsPatch(BaseModel):
 
     cache_enabled: StrictBool | None = None
     cache_ttl_seconds: StrictInt | None = None
+    # A decimal string ("5.00"), never a JSON number; null removes the threshold.
+    low_balance_usd: StrictStr | None = Field(None, max_length=32)
 
 
 @router.get("/settings")
@@ -105,19 +116,24 @@ async def get_settings(request: Request, access: ReadOrg) -> dict[str, Any]:
 async def patch_settings(
     request: Request, body: SettingsPatch, access: ChangeSettings
 ) -> dict[str, Any]:
-    """The response cache (on/off, TTL 60..86,400 s) through the account rules. Turning
-    the cache off deletes the organization's entries. The org's rpm limit is the
-    operator's (read only here)."""
+    """The response cache (on/off, TTL 60..86,400 s) and the low-balance alert's threshold
+    (a decimal string of USD, 0..1,000,000, at most 6 decimals; null: no alert) through the
+    account rules. Turning the cache off deletes the organization's entries. The org's rpm
+    limit is the operator's (read only here)."""
     rt = runtime(request)
+    low_balance: Decimal | Unchanged | None = UNCHANGED
+    if "low_balance_usd" in body.model_fields_set:  # given, possibly as null
+        low_balance = _threshold(body.low_balance_usd)
     try:
         org = await Administration(rt.admin, rt.clock, rt.admin.audit_log).change_settings(
             access.actor,
             access.org_id,
             cache_enabled=body.cache_enabled,
             cache_ttl_seconds=body.cache_ttl_seconds,
+            low_balance_usd=low_balance,
         )
     except InvalidRequest as exc:
-        raise bad_request(f"Invalid setting: {exc}.", param="cache_ttl_seconds") from None
+        raise bad_request(f"Invalid setting: {exc}.", param=exc.param) from None
     except UnknownOrg:
         raise org_not_found(access.org_id) from None
     return _settings_view(org)
@@ -149,6 +165,15 @@ async def _org(request: Request, org_id: str) -> Org:
         raise org_not_found(org_id) from None
 
 
+def _threshold(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        return parse_low_balance(text)
+    except InvalidSetting as exc:
+        raise bad_request(f"Invalid setting: {exc}.", param="low_balance_usd") from None
+
+
 def _settings_view(org: Org) -> dict[str, Any]:
     return {
         "org_id": org.org_id,
@@ -156,4 +181,7 @@ def _settings_view(org: Org) -> dict[str, Any]:
         "cache_enabled": org.cache_enabled,
         "cache_ttl_seconds": org.cache_ttl_seconds,
         "rate_limit_rpm": org.rate_limit_rpm,
+        "low_balance_usd": (
+            format_usd(org.low_balance_usd) if org.low_balance_usd is not None else None
+        ),
     }

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol, get_args
 
-from dynoyard.domain.accounts import Org, UnknownKey, check_cache_ttl
+from dynoyard.domain.accounts import (
+    UNCHANGED,
+    InvalidSetting,
+    Org,
+    Unchanged,
+    UnknownKey,
+    check_cache_ttl,
+    check_low_balance,
+)
 from dynoyard.domain.audit import (
     DEFAULT_PAGE,
     OPERATOR_ACTOR,
@@ -36,15 +44,19 @@ Action = Literal[
     "manage_keys",
     "change_settings",
     "manage_members",
+    "manage_owners",
+    "leave_org",
     "read_audit",
     "grant_credits",
 ]
 MAX_KEY_DAYS = 3650
+MAX_GRACE_SECONDS = 86_400  # how long a rotated key may keep working: at most a day
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 # Who may do what. Credits are granted by the operator only; members of an organization
 # top up through billing.
-# Owners and admins may do the same today; what only owners may do (the last owner's
-# rules, closing an organization) comes with membership changes.
+# Owners and admins manage the organization alike; only owners make, demote or remove an
+# owner (`manage_owners`); every member may leave. The team's rules (domain/team.py) add
+# the last owner's.
 _MANAGERS: frozenset[Action] = frozenset(
     {
         "read_org",
@@ -54,13 +66,14 @@ _MANAGERS: frozenset[Action] = frozenset(
         "change_settings",
         "manage_members",
         "read_audit",
+        "leave_org",
     }
 )
 PERMISSIONS: dict[str, frozenset[Action]] = {
     "operator": frozenset(get_args(Action)),
-    "owner": _MANAGERS,
+    "owner": _MANAGERS | {"manage_owners"},
     "admin": _MANAGERS,
-    "member": frozenset({"read_org", "read_usage", "read_keys"}),
+    "member": frozenset({"read_org", "read_usage", "read_keys", "leave_org"}),
 }
 
 
@@ -69,7 +82,41 @@ class NotAllowed(PermissionError):
 
 
 class InvalidRequest(ValueError):
-    """What was asked breaks an account rule; the message says which."""
+    """What was asked breaks an account rule; the message says which, `param` (where
+    known) which field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class KeyNotActive(ValueError):
+    """The key is revoked, expired or already rotated: there is nothing left to rotate."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key as rotation reads it: what the new key copies, and whether it is still live."""
+
+    key_id: str
+    org_id: str
+    key_hash: str
+    counters_hash: str  # where its limits count (the first key of its rotations)
+    name: str
+    models: frozenset[str]
+    limits: KeyLimits
+    created_at: float  # epoch seconds
+    expires_at: int | None
+    revoked: bool
+    revoke_at: int | None  # a rotation's grace period ends then
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedKey:
+    new: NewKey
+    old: StoredKey
+    expires_at: int | None  # the new key's
+    grace_ends_at: int | None  # None: the old key was revoked at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +178,7 @@ class AccountStore(Protocol):
         cache_enabled: bool | None = None,
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
+        low_balance_usd: Decimal | Unchanged | None = UNCHANGED,
     ) -> Org: ...
 
     async def create_key(
@@ -145,6 +193,12 @@ class AccountStore(Protocol):
     async def key_org_id(self, key_id: str) -> str | None: ...
 
     async def revoke_key(self, key_id: str) -> None: ...
+
+    async def stored_key(self, key_id: str) -> StoredKey | None: ...
+
+    async def rotate_key(
+        self, old: StoredKey, expires_at: int | None, grace_ends_at: int | None
+    ) -> NewKey: ...
 
 
 class Administration:
@@ -216,17 +270,27 @@ class Administration:
         cache_enabled: bool | None = None,
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
+        low_balance_usd: Decimal | Unchanged | None = UNCHANGED,
     ) -> Org:
+        """Changes what is given (None: unchanged), except `low_balance_usd`, where None
+        removes the threshold (no alert) and UNCHANGED leaves it."""
         require(actor, "change_settings")
         if cache_ttl_seconds is not None:
             try:
                 check_cache_ttl(cache_ttl_seconds)
             except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
+                raise InvalidRequest(str(exc), "cache_ttl_seconds") from None
         if rate_limit_rpm is not None and not 0 <= rate_limit_rpm <= 10_000_000:
-            raise InvalidRequest("an organization's rpm is 0 (no limit) to 10,000,000")
+            raise InvalidRequest(
+                "an organization's rpm is 0 (no limit) to 10,000,000", "rate_limit_rpm"
+            )
+        if isinstance(low_balance_usd, Decimal):
+            try:
+                check_low_balance(low_balance_usd)
+            except InvalidSetting as exc:
+                raise InvalidRequest(str(exc), "low_balance_usd") from None
         org = await self._store.update_org_settings(
-            org_id, cache_enabled, cache_ttl_seconds, rate_limit_rpm
+            org_id, cache_enabled, cache_ttl_seconds, rate_limit_rpm, low_balance_usd
         )
         await self.record(
             actor,
@@ -236,6 +300,14 @@ class Administration:
             cache_enabled=cache_enabled,
             cache_ttl_seconds=cache_ttl_seconds,
             rate_limit_rpm=rate_limit_rpm,
+            # A removed threshold is recorded as "off"; one left unchanged not at all.
+            low_balance_usd=(
+                None
+                if low_balance_usd is UNCHANGED
+                else "off"
+                if low_balance_usd is None
+                else low_balance_usd
+            ),
         )
         return org
 
@@ -277,3 +349,38 @@ class Administration:
             raise UnknownKey(key_id)
         await self._store.revoke_key(key_id)
         await self.record(actor, org_id, "key_revoked", key_id)
+
+    async def rotate_key(
+        self, actor: Actor, org_id: str, key_id: str, grace_seconds: int = 0
+    ) -> RotatedKey:
+        """A new key in place of a live one: the same name, models, limits and lifetime (an
+        expiring key's new one lives as long from now), counting against the same spend and
+        rate counters, so rotating never resets a cap. The old key is revoked at once, or
+        after `grace_seconds` (0..MAX_GRACE_SECONDS) for clients to move over. A key of
+        another organization (or of none) is UnknownKey; a revoked, expired or already
+        rotated one is KeyNotActive (so a replayed rotation makes no second key)."""
+        require(actor, "manage_keys")
+        if (
+            isinstance(grace_seconds, bool)
+            or not isinstance(grace_seconds, int)
+            or not 0 <= grace_seconds <= MAX_GRACE_SECONDS
+        ):
+            raise InvalidRequest(
+                f"the grace period is 0 to {MAX_GRACE_SECONDS} seconds", "grace_seconds"
+            )
+        old = await self._store.stored_key(key_id) if KEY_ID.fullmatch(key_id) else None
+        if old is None or old.org_id != org_id:
+            raise UnknownKey(key_id)
+        now = self._clock()
+        expired = old.expires_at is not None and old.expires_at <= now
+        if old.revoked or old.revoke_at is not None or expired:
+            raise KeyNotActive(key_id)
+        expires_at = None
+        if old.expires_at is not None:
+            expires_at = int(now) + max(old.expires_at - int(old.created_at), 1)
+        grace_ends_at = int(now) + grace_seconds if grace_seconds else None
+        new = await self._store.rotate_key(old, expires_at, grace_ends_at)
+        await self.record(
+            actor, org_id, "key_rotated", key_id, new_key_id=new.key_id, grace_seconds=grace_seconds
+        )
+        return RotatedKey(new, old, expires_at, grace_ends_at)
