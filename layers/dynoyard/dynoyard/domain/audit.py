@@ -30,8 +30,12 @@ AuditAction = Literal[
     "key_revoked",
     "key_rotated",
     "member_invited",
+    "invitation_revoked",
+    "member_joined",
     "member_removed",
+    "member_left",
     "member_role_changed",
+    "org_created",
     "settings_changed",
     "credits_granted",
     "export",
@@ -47,15 +51,22 @@ DETAIL_KEYS: dict[AuditAction, frozenset[str]] = {
         {"name", "models", "expires_at", "rpm", "tpm", "daily_usd", "monthly_usd"}
     ),
     "key_revoked": frozenset(),
-    "key_rotated": frozenset({"new_key_id"}),
-    "member_invited": frozenset({"role"}),
+    "key_rotated": frozenset({"new_key_id", "grace_seconds"}),
+    # Invitations: the target is the invitation id, never the invited address (see
+    # domain/team.py); member_joined ties the invitation to the user who took it.
+    "member_invited": frozenset({"role", "replaces"}),
+    "invitation_revoked": frozenset({"role"}),
+    "member_joined": frozenset({"role", "invitation_id"}),
     "member_removed": frozenset({"role"}),
+    "member_left": frozenset({"role"}),
     "member_role_changed": frozenset({"from_role", "to_role"}),
+    "org_created": frozenset({"name"}),
     "settings_changed": frozenset(
         {"cache_enabled", "cache_ttl_seconds", "rate_limit_rpm", "low_balance_usd"}
     ),
     "credits_granted": frozenset({"amount_usd", "reason", "balance_usd"}),
-    "export": frozenset({"what", "format"}),
+    # what: "usage" (the range and filters of a usage export) or the account's own export.
+    "export": frozenset({"what", "format", "since", "until", "key_id", "model"}),
     "deletion_requested": frozenset({"what"}),
 }
 

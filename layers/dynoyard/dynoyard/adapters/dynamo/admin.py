@@ -53,6 +53,7 @@ class AccountsAdmin(CacheTable):
             "cache_enabled": False,
             "cache_ttl_seconds": DEFAULT_CACHE_TTL_SECONDS,
             "created_at": now_iso(),
+            "owner_count": 0,  # kept by the console's memberships (console_store.py)
         }
         await self._db.call(
             "PutItem",

@@ -1,4 +1,5 @@
-"""The console's items in the accounts table: users, sign-in links, sessions, memberships.
+"""The console's items in the accounts table: users, sign-in links, sessions, memberships,
+invitations.
 
 Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch seconds):
   USER#<user_id>         / META               email, name, language, verified, created_at,
@@ -15,6 +16,19 @@ Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch 
   EMAIL#<normalized>     / LINK#<sha256>      expires_at: a pending link to the address
   ORG#<org_id>           / MEMBER#<user_id>   user_id, role
   USER#<user_id>         / ORG#<org_id>       org_id, role
+  ORG#<org_id>           / META  owner_count  the org's owners, moved in the same transaction
+                                              as each membership (never below 1 on a change)
+  USER#<user_id>         / META  orgs_created organizations the user made (POST /api/orgs)
+  ORG#<org_id>           / INVITE#<inv_id>    invite_id, org_id, email, normalized_email,
+                                              role, invited_by, created_at, token_hash,
+                                              expires_at: a pending invitation (7 days)
+  INVITE#<sha256(token)> / INVITE             the same but the token hash: the link's way in
+  EMAIL#<normalized>     / INVITE#<org_id>#<inv_id>  org_id, invite_id, role, token_hash,
+                                              expires_at: invitations to an address (Query)
+  RATE#invite_org#<org_id> / WINDOW#<day>     invitations sent per org per UTC day
+
+An invitation's three items are written, replaced, used and revoked together in one
+transaction; it is used or revoked by a conditional delete of its token's item, so once.
 
 Secrets (link and session tokens) are never stored: only their SHA-256. A link is consumed
 by a conditional delete, so it works once however many requests race with it. A session
@@ -28,7 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, now_iso, plain, typed
@@ -414,6 +428,321 @@ class ConsoleStore:
             if i.get("role") in ROLES
         ]
 
+    # -- the team: roles, removals, invitations (rules in domain/team.py) ----------------
+
+    async def change_role(
+        self,
+        org_id: str,
+        user_id: str,
+        from_role: Role,
+        to_role: Role,
+        actor_id: str | None,
+        actor_role: str | None,
+    ) -> None:
+        """The member's role, both ways, if it is still `from_role` and the actor's still
+        `actor_role`; an owner demoted or made moves the owner count, never below one."""
+        values = {":to": attribute(to_role), ":from": attribute(from_role)}
+        member = {
+            "Update": {
+                "TableName": self.table,
+                "Key": _key(f"ORG#{org_id}", f"MEMBER#{user_id}"),
+                "UpdateExpression": "SET #role = :to",
+                "ConditionExpression": "#role = :from",
+                "ExpressionAttributeNames": {"#role": "role"},
+                "ExpressionAttributeValues": values,
+            }
+        }
+        mirror = self._put_step(_mirror_item(org_id, user_id, to_role), new=False)
+        steps: list[tuple[dict[str, Any], str | None]] = [(member, "target"), (mirror, None)]
+        steps += self._actor_steps(org_id, actor_id, actor_role)
+        if from_role == "owner":
+            steps.append((self._owner_count_step(org_id, -1), "owners_down"))
+        elif to_role == "owner":
+            steps.append((self._owner_count_step(org_id, +1), "owners_up"))
+        await self._team_write(org_id, steps)
+
+    async def remove_member(
+        self, org_id: str, user_id: str, role: Role, actor_id: str | None, actor_role: str | None
+    ) -> None:
+        """The membership, both ways, if its role is still `role` (and the actor's still
+        `actor_role`); an owner only while another owner stays."""
+        member = {
+            "Delete": {
+                "TableName": self.table,
+                "Key": _key(f"ORG#{org_id}", f"MEMBER#{user_id}"),
+                "ConditionExpression": "#role = :role",
+                "ExpressionAttributeNames": {"#role": "role"},
+                "ExpressionAttributeValues": {":role": attribute(role)},
+            }
+        }
+        mirror_key = _key(f"USER#{user_id}", f"ORG#{org_id}")
+        mirror = {"Delete": {"TableName": self.table, "Key": mirror_key}}
+        steps: list[tuple[dict[str, Any], str | None]] = [(member, "target"), (mirror, None)]
+        steps += self._actor_steps(org_id, actor_id, actor_role)
+        if role == "owner":
+            steps.append((self._owner_count_step(org_id, -1), "owners_down"))
+        await self._team_write(org_id, steps)
+
+    async def put_invitation(
+        self, invitation: Invitation, normalized_email: str, token_hash: str
+    ) -> str | None:
+        """Writes the invitation's three items in one transaction, replacing (deleting) the
+        pending invitation of the organization to the same address: the id it replaced."""
+        org_id, invitation_id = invitation.org_id, invitation.invitation_id
+        earlier = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"EMAIL#{normalized_email}"),
+                    ":prefix": attribute(f"INVITE#{org_id}#"),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        common = {
+            "org_id": org_id,
+            "invite_id": invitation_id,
+            "role": invitation.role,
+            "expires_at": invitation.expires_at,
+        }
+        detail = {
+            **common,
+            "email": invitation.email,
+            "normalized_email": normalized_email,
+            "invited_by": invitation.invited_by,
+            "created_at": invitation.created_at,
+        }
+        by_org = {"pk": f"ORG#{org_id}", "sk": f"INVITE#{invitation_id}", "token_hash": token_hash}
+        by_address = {
+            "pk": f"EMAIL#{normalized_email}",
+            "sk": f"INVITE#{org_id}#{invitation_id}",
+            "token_hash": token_hash,
+        }
+        items = (
+            {**by_org, **detail},
+            {"pk": f"INVITE#{token_hash}", "sk": "INVITE", **detail},
+            {**by_address, **common},
+        )
+        steps: list[tuple[dict[str, Any], str | None]] = [
+            (self._put_step(item, new=True), None) for item in items
+        ]
+        for old in earlier:
+            steps += self._invitation_deletes(
+                org_id, str(old["invite_id"]), normalized_email, str(old["token_hash"])
+            )
+        await self._team_write(org_id, steps)
+        return str(earlier[-1]["invite_id"]) if earlier else None
+
+    async def get_invitation(self, org_id: str, invitation_id: str) -> Invitation | None:
+        item = await self._get(f"ORG#{org_id}", f"INVITE#{invitation_id}")
+        return _invitation(item) if item else None
+
+    async def pending_invitations(self, org_id: str) -> list[Invitation]:
+        items = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"ORG#{org_id}"),
+                    ":prefix": attribute("INVITE#"),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return [_invitation(item) for item in items]
+
+    async def invitations_to(self, normalized_email: str) -> list[tuple[str, str]]:
+        """(org_id, invitation_id) of every pending invitation to the address: one Query
+        on EMAIL#<address> (for account deletion; revoke each with revoke_invitation)."""
+        items = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"EMAIL#{normalized_email}"),
+                    ":prefix": attribute("INVITE#"),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return [(str(i["org_id"]), str(i["invite_id"])) for i in items]
+
+    async def revoke_invitation(self, org_id: str, invitation_id: str) -> Invitation:
+        """Deletes a pending invitation's items; UnknownInvitation when there is none (used,
+        revoked, replaced or expired meanwhile)."""
+        item = await self._get(f"ORG#{org_id}", f"INVITE#{invitation_id}")
+        if item is None:
+            raise UnknownInvitation(invitation_id)
+        steps = self._invitation_deletes(
+            org_id, invitation_id, str(item["normalized_email"]), str(item["token_hash"])
+        )
+        await self._team_write(org_id, steps)
+        return _invitation(item)
+
+    async def invitation_by_token(self, token_hash: str) -> tuple[Invitation, str] | None:
+        """The pending invitation a link's token hash opens, and its normalized address."""
+        item = await self._get(f"INVITE#{token_hash}", "INVITE")
+        return (_invitation(item), str(item["normalized_email"])) if item else None
+
+    async def accept_invitation(
+        self, invitation: Invitation, normalized_email: str, token_hash: str, user_id: str
+    ) -> None:
+        """Uses the invitation up and makes the user a member with its role, in one
+        transaction: UnknownInvitation when it was used, revoked or replaced meanwhile (or
+        has expired), AlreadyMember when the user is one (the invitation then stays)."""
+        org_id, role = invitation.org_id, invitation.role
+        steps = self._invitation_deletes(
+            org_id, invitation.invitation_id, normalized_email, token_hash
+        )
+        steps += [
+            (self._put_step(_member_item(org_id, user_id, role), new=True), "member_exists"),
+            (self._put_step(_mirror_item(org_id, user_id, role), new=False), None),
+        ]
+        if role == "owner":
+            steps.append((self._owner_count_step(org_id, +1), "owners_up"))
+        await self._team_write(org_id, steps)
+
+    async def reserve_org(self, user_id: str, cap: int) -> None:
+        """Counts one organization created by the user (USER#<id>/META orgs_created), by a
+        conditional write: TooManyOrgs past `cap`, however many requests race."""
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"USER#{user_id}", "META"),
+                    "UpdateExpression": "ADD orgs_created :one",
+                    "ConditionExpression": "attribute_exists(pk) AND"
+                    " (attribute_not_exists(orgs_created) OR orgs_created < :cap)",
+                    "ExpressionAttributeValues": {":one": attribute(1), ":cap": attribute(cap)},
+                },
+                idempotent=False,
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                raise TooManyOrgs(user_id) from None
+            raise
+
+    def _put_step(self, item: dict[str, Any], *, new: bool) -> dict[str, Any]:
+        put: dict[str, Any] = {"TableName": self.table, "Item": typed(item)}
+        if new:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        return {"Put": put}
+
+    def _invitation_deletes(
+        self, org_id: str, invitation_id: str, normalized_email: str, token_hash: str
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """The three items of a pending invitation, deleted; the link's pointer only if it
+        is still there and unexpired (so an invitation is used or revoked once)."""
+        pointer = {
+            "Delete": {
+                "TableName": self.table,
+                "Key": _key(f"INVITE#{token_hash}", "INVITE"),
+                "ConditionExpression": "attribute_exists(pk) AND expires_at > :now",
+                "ExpressionAttributeValues": {":now": attribute(self.now())},
+            }
+        }
+        keys = (
+            _key(f"ORG#{org_id}", f"INVITE#{invitation_id}"),
+            _key(f"EMAIL#{normalized_email}", f"INVITE#{org_id}#{invitation_id}"),
+        )
+        return [(pointer, "invitation")] + [
+            ({"Delete": {"TableName": self.table, "Key": key}}, None) for key in keys
+        ]
+
+    def _actor_steps(
+        self, org_id: str, actor_id: str | None, actor_role: str | None
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """The acting member still has the role they acted with (checked in the change's
+        own transaction), unless they act on themself (the change's condition covers it)."""
+        if actor_id is None or actor_role is None:
+            return []
+        check = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _key(f"ORG#{org_id}", f"MEMBER#{actor_id}"),
+                "ConditionExpression": "#role = :role",
+                "ExpressionAttributeNames": {"#role": "role"},
+                "ExpressionAttributeValues": {":role": attribute(actor_role)},
+            }
+        }
+        return [(check, "actor")]
+
+    def _owner_count_step(self, org_id: str, change: int) -> dict[str, Any]:
+        """ORG#<org_id>/META owner_count moved by one: down only while another owner
+        stays (> 1), up only where the count is kept (else it is counted first)."""
+        values = {":change": attribute(change)}
+        if change < 0:
+            condition = "owner_count > :one"
+            values[":one"] = attribute(1)
+        else:
+            condition = "attribute_exists(owner_count)"
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _key(f"ORG#{org_id}", "META"),
+                "UpdateExpression": "ADD owner_count :change",
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    async def _team_write(
+        self, org_id: str, steps: list[tuple[dict[str, Any], str | None]]
+    ) -> None:
+        """One transaction; each step names what its condition guards. A failed condition
+        is raised as the first that applies of LastOwner, MembershipChanged (the actor's
+        role), UnknownInvitation, AlreadyMember, MembershipChanged (the target's). An
+        organization whose item has no owner count yet (made before it was kept) is
+        counted once, then the write is tried again. Not retried on a transport error."""
+        for attempt in range(2):
+            try:
+                await self._db.call(
+                    "TransactWriteItems",
+                    {"TransactItems": [step for step, _ in steps]},
+                    idempotent=False,
+                )
+                return
+            except DynamoError as error:
+                if not error.condition_failed:
+                    raise
+                reasons = error.body.get("CancellationReasons") or []
+                failed = {
+                    guard
+                    for (_, guard), reason in zip(steps, reasons, strict=False)
+                    if isinstance(reason, dict) and reason.get("Code") == "ConditionalCheckFailed"
+                }
+            owners = failed & {"owners_down", "owners_up"}
+            if owners and attempt == 0 and await self._count_owners_once(org_id):
+                continue
+            for guard, problem in _GUARDED:
+                if guard in failed:
+                    raise problem(org_id)
+            raise MembershipChanged(org_id)
+
+    async def _count_owners_once(self, org_id: str) -> bool:
+        """Sets the owner count of an organization that has none yet (made before it was
+        kept) from its members; True when it did. While the count is missing no write can
+        change the owners (each needs it), so the count is exact."""
+        meta = await self._get(f"ORG#{org_id}", "META")
+        if meta is None or "owner_count" in meta:
+            return False
+        owners = sum(1 for m in await self.org_members(org_id) if m.role == "owner")
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"ORG#{org_id}", "META"),
+                    "UpdateExpression": "SET owner_count = :n",
+                    "ConditionExpression": "attribute_exists(pk)"
+                    " AND attribute_not_exists(owner_count)",
+                    "ExpressionAttributeValues": {":n": attribute(owners)},
+                },
+            )
+        except DynamoError as error:
+            if not error.condition_failed:
+                raise
+        return True
+
     # -- sessions ----------------------------------------------------------------------
 
     async def create_session(
@@ -536,4 +865,34 @@ def _user(item: dict[str, Any]) -> User:
         created_at=str(item.get("created_at", "")),
         terms_accepted_at=str(accepted) if accepted else None,
         sessions_epoch=int(item.get("sessions_epoch", 0)),
+    )
+
+
+_GUARDED: tuple[tuple[str, type[Exception]], ...] = (
+    ("owners_down", LastOwner),
+    ("actor", MembershipChanged),
+    ("invitation", UnknownInvitation),
+    ("member_exists", AlreadyMember),
+    ("target", MembershipChanged),
+    ("owners_up", MembershipChanged),
+)
+
+
+def _member_item(org_id: str, user_id: str, role: Role) -> dict[str, Any]:
+    return {"pk": f"ORG#{org_id}", "sk": f"MEMBER#{user_id}", "user_id": user_id, "role": role}
+
+
+def _mirror_item(org_id: str, user_id: str, role: Role) -> dict[str, Any]:
+    return {"pk": f"USER#{user_id}", "sk": f"ORG#{org_id}", "org_id": org_id, "role": role}
+
+
+def _invitation(item: dict[str, Any]) -> Invitation:
+    return Invitation(
+        invitation_id=str(item["invite_id"]),
+        org_id=str(item["org_id"]),
+        email=str(item.get("email", "")),
+        role=check_role(item.get("role")),
+        invited_by=str(item.get("invited_by", "")),
+        created_at=str(item.get("created_at", "")),
+        expires_at=int(item["expires_at"]),
     )
