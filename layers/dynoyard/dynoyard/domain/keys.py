@@ -32,8 +32,12 @@ class ApiKey:
     models: frozenset[str] = field(default_factory=frozenset)  # empty: every model
     expires_at: int | None = None  # epoch seconds
     revoked: bool = False
-    key_hash: str = ""  # the key item's id, where its limits' counters live
+    key_hash: str = ""  # the key item's id
     limits: KeyLimits = field(default_factory=KeyLimits)
+    # Where its limits' counters live: the first key of its rotations (a rotated key keeps
+    # counting against the same caps); empty: its own item.
+    counters_hash: str = ""
+    last_used_hour: int | None = None  # epoch hours; the settle marks it once an hour
 
     def usable_at(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)

@@ -27,13 +27,16 @@ class LimitState:
 @dataclass(frozen=True, slots=True)
 class KeyCharge:
     """What a hold counted against a key's own limits, for the settle to give back what
-    the request did not use."""
+    the request did not use (and, once an hour, to mark the key used)."""
 
-    key_hash: str
+    key_hash: str  # the item holding the limits' counters (a rotated key: its first key's)
     taken_at: float  # epoch seconds: the windows the hold counted in
     amount: Decimal  # against the daily and monthly spend caps
     tokens: int  # against the tokens-per-minute limit
     kinds: frozenset[LimitKind]  # the limits counted, of which the refunded ones get back
+    # The key item whose `last_used_hour` the settle sets to taken_at's hour (None: it says
+    # this hour already): a SET in a write the settle makes anyway, never a round trip.
+    mark_used: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

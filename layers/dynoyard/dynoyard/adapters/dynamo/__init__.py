@@ -35,6 +35,7 @@ class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
         self.usage_table = usage_table
         self.cache_table = cache_table
         self._clock = clock
+        self._marked_hours = {}
 
     @cached_property
     def audit_log(self) -> DynamoAuditLog:

@@ -2,6 +2,8 @@
 
 The hot path makes at most three round trips: GetItem on the key (usually cached in
 process), one conditional UpdateItem for the hold, one TransactWriteItems for the settle.
+A key's "last used" hour rides on the settle: once an hour per key and warm instance, the
+settle's transaction also SETs the key item's `last_used_hour`, never an extra round trip.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dynoyard.domain.usage import UsageRecord
 
 # Tries of the hold when requests race to open a new minute's window.
 HOLD_WINDOW_ATTEMPTS = 3
+MARKED_KEYS = 10_000  # keys an instance remembers having marked used this hour
 
 
 class HotPath:
@@ -46,6 +49,7 @@ class HotPath:
 
     _db: DynamoClient
     _clock: Callable[[], float]  # epoch seconds; tests pass a fake clock
+    _marked_hours: dict[str, int]  # key item -> the hour this instance last marked it used
     accounts_table: str
     usage_table: str
     cache_table: str
@@ -70,18 +74,34 @@ class HotPath:
         if amount <= 0:
             raise ValueError("a hold is always positive")
         now = self._clock()
-        counters = counters_for(key.limits, now, tokens, amount) if key is not None else []
-        if key is None or not counters:
+        if key is None:
             return await self._hold_org(org_id, amount, now)
-        key_states = await self._count_against_key(key.key_hash, counters, now)
+        counters = counters_for(key.limits, now, tokens, amount)
+        mark = self._mark_due(key, now)
+        # A rotated key counts against the counters of the first key it was rotated from.
+        home = key.counters_hash or key.key_hash
+        charge = KeyCharge(home, now, amount, tokens, frozenset(c.kind for c in counters), mark)
+        if not counters:
+            taken = await self._hold_org(org_id, amount, now)
+            return replace(taken, key_charge=charge) if mark is not None else taken
+        key_states = await self._count_against_key(home, counters, now)
         try:
             taken = await self._hold_org(org_id, amount, now)
         except BaseException:
             # The org refused (or the write failed): what the key's counters took goes back.
-            await self._give_back(key.key_hash, [(c, c.amount) for c in counters])
+            await self._give_back(home, [(c, c.amount) for c in counters])
             raise
-        charge = KeyCharge(key.key_hash, now, amount, tokens, frozenset(c.kind for c in counters))
         return replace(taken, limits=_tightest(taken.limits + key_states), key_charge=charge)
+
+    def _mark_due(self, key: ApiKey, now: float) -> str | None:
+        """The key item to mark used this hour in the settle; None when its item (as read,
+        maybe cached) says this hour already, or this instance marked it this hour."""
+        hour = int(now // 3600)
+        if key.last_used_hour is not None and key.last_used_hour >= hour:
+            return None
+        if self._marked_hours.get(key.key_hash) == hour:
+            return None
+        return key.key_hash
 
     async def _hold_org(self, org_id: str, amount: Decimal, now: float) -> Hold:
         """One conditional write takes the hold and counts the request in the current
@@ -273,11 +293,8 @@ class HotPath:
             }
             writes.append({"Update": refund_update})
         if key_charge is not None:
-            refund_key = _give_back_update(
-                self.accounts_table, key_charge.key_hash, _unused(key_charge, record)
-            )
-            if refund_key is not None:
-                writes.append({"Update": refund_key})
+            for update in _key_updates(self.accounts_table, key_charge, record):
+                writes.append({"Update": update})
         if cache_entry is not None:
             writes.append({"Put": {"TableName": self.cache_table, "Item": cache_item(cache_entry)}})
         try:
@@ -289,12 +306,20 @@ class HotPath:
             if not error.condition_failed:
                 raise
             # Already settled by an earlier attempt whose answer was lost.
+        if key_charge is not None and key_charge.mark_used is not None:
+            if len(self._marked_hours) >= MARKED_KEYS:
+                self._marked_hours.clear()
+            self._marked_hours[key_charge.mark_used] = int(key_charge.taken_at // 3600)
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey | None:
     if "key_id" not in item:
         return None  # only a late settle's counters are left of this key
     expires = item.get("key_expires_at")
+    if item.get("revoke_at") is not None:
+        # A rotated key's grace period: it stops working then, as at an expiry.
+        ends = int(item["revoke_at"])
+        expires = min(int(expires), ends) if expires is not None else ends
     return ApiKey(
         key_id=str(item["key_id"]),
         org_id=str(item["org_id"]),
@@ -310,6 +335,8 @@ def _api_key(item: dict[str, Any]) -> ApiKey | None:
             daily_usd=item.get("limit_daily_usd"),
             monthly_usd=item.get("limit_monthly_usd"),
         ),
+        counters_hash=str(item.get("counters_hash") or ""),
+        last_used_hour=_whole(item.get("last_used_hour")),
     )
 
 
@@ -397,3 +424,24 @@ def _give_back_update(
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
+
+
+def _key_updates(table: str, charge: KeyCharge, record: UsageRecord) -> list[dict[str, Any]]:
+    """The settle's writes on key items: what goes back to the limits' counters, and the
+    hour the key was used; one update where both are the same item (a transaction may
+    write an item only once)."""
+    give_back = _give_back_update(table, charge.key_hash, _unused(charge, record))
+    if charge.mark_used is None:
+        return [give_back] if give_back is not None else []
+    hour = {":hour": num(int(charge.taken_at // 3600))}
+    if give_back is not None and charge.mark_used == charge.key_hash:
+        give_back["UpdateExpression"] += " SET last_used_hour = :hour"
+        give_back["ExpressionAttributeValues"] |= hour
+        return [give_back]
+    mark = {
+        "TableName": table,
+        "Key": _key_item_key(charge.mark_used),
+        "UpdateExpression": "SET last_used_hour = :hour",
+        "ExpressionAttributeValues": hour,
+    }
+    return [give_back, mark] if give_back is not None else [mark]
