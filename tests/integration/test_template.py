@@ -77,17 +77,18 @@ DATA_PLANE_GRANTS = {
     (SECRET, "secretsmanager:GetSecretValue", None),
 }
 # The console (adapters/dynamo/console_store.py; admin.py's create_org, get_org,
-# update_org_settings, create_key, revoke_key; cache.py's clear_cache): reads of users, their
-# address pointers, sessions, orgs and key-id pointers; writes of exactly the items it makes;
-# links and sessions deleted; memberships and an org's keys (gsi1) queried; an org's cache
-# entries deleted on opt-out; rights_store.py's export and account deletion (a deleted
-# account's items, a closed org's usage records' client IPs); the team's invitations
-# (INVITE#<token hash>) and membership changes. No secret, no scan, nothing of IP# items.
+# update_org_settings, create_key, revoke_key, rotate_key; cache.py's clear_cache): reads of
+# users, their address pointers, sessions, orgs, key items (rotation reads what it copies)
+# and key-id pointers; writes of exactly the items it makes; links and sessions deleted;
+# memberships and an org's keys (gsi1) queried; an org's cache entries deleted on opt-out;
+# rights_store.py's export and account deletion (a deleted account's items, a closed org's
+# usage records' client IPs); the team's invitations (INVITE#<token hash>) and membership
+# changes. No secret, no scan, nothing of IP# items.
 CONSOLE_GRANTS = {
     (
         "AccountsTable",
         "dynamodb:GetItem",
-        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEYID#*", "INVITE#*"),
+        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*", "INVITE#*"),
     ),
     (
         "AccountsTable",
