@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -82,6 +83,9 @@ def test_given_grants_of_a_tenth_when_added_then_the_balance_is_exact(cli):
         ["org", "set", "ORG", "--low-balance-usd", ""],
         ["org", "show", "org_doesnotexist"],
         ["key", "revoke", "key_doesnotexist"],
+        ["key", "rotate", "key_doesnotexist"],
+        ["key", "rotate", "key_0000000000000000", "--grace-seconds", "-1"],
+        ["key", "rotate", "key_0000000000000000", "--grace-seconds", "1.5"],
         ["key", "create", "--org", "org_doesnotexist"],
         ["usage", "export", "--org", "org_doesnotexist"],
     ],
@@ -168,6 +172,32 @@ def test_given_a_key_when_created_and_revoked_then_the_store_agrees(cli, tables)
     assert tables.store.find_key(hash_key(created["api_key"])).revoked
 
 
+def test_given_a_key_when_rotated_then_the_new_key_replaces_it_and_a_replay_fails(cli, tables):
+    from dynoyard.domain.keys import hash_key
+
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    argv = ["--json", "key", "create", "--org", org_id, "--name", "ci", "--daily-usd", "5"]
+    created = as_json(cli(*argv)[1])
+    code, out, err = cli("--json", "key", "rotate", created["key_id"], "--grace-seconds", "600")
+    assert code == 0, err
+    rotated = as_json(out)
+    assert set(rotated) == {"key_id", "api_key", "rotated_from"}
+    assert rotated["rotated_from"] == created["key_id"] and rotated["api_key"].startswith("sk-dy-")
+    old = tables.store.find_key(hash_key(created["api_key"]))
+    new = tables.store.find_key(hash_key(rotated["api_key"]))
+    assert old is not None and old.usable_at(time.time()) and not old.usable_at(time.time() + 601)
+    assert new is not None and new.key_id == rotated["key_id"] and new.name == "ci"
+    assert new.limits == old.limits and new.counters_hash == old.key_hash
+    # Rotated already (in its grace period): a second rotation is refused, no key made.
+    code, out, err = cli("--json", "key", "rotate", created["key_id"])
+    assert code == 1 and out == "" and "already rotated" in err
+    code, out, err = cli("--json", "key", "rotate", rotated["key_id"], "--grace-seconds", "86401")
+    assert code == 1 and out == "" and "grace period" in err
+    code, out, _ = cli("key", "rotate", rotated["key_id"])  # without --json: readable lines
+    assert code == 0 and f"rotated_from: {rotated['key_id']}" in out
+    assert tables.store.find_key(hash_key(rotated["api_key"])).revoked  # no grace: at once
+
+
 def record(org_id: str, when: datetime, request_id: str, cost: str) -> UsageRecord:
     return UsageRecord(
         request_id=request_id,
@@ -219,6 +249,19 @@ def test_given_usage_records_when_exported_then_jsonl_and_csv_hold_the_contract_
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert [r["request_id"] for r in parsed] == ["req_new"]
     assert list(parsed[0]) == list(EXPORT_FIELDS) and parsed[0]["cost_usd"] == "0.500000"
+
+
+def test_given_a_model_id_shaped_like_a_formula_when_exported_then_csv_keeps_it_text(cli, tables):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    now = datetime.now(UTC)
+    for n, model in enumerate(["=1+1", "@SUM(A1)", "plain"]):
+        hostile = record(org_id, now + timedelta(milliseconds=n), f"req_{n}", "0.1")
+        hostile.model = model
+        tables.store.settle(hostile, Decimal(0))
+    _, out, _ = cli("usage", "export", "--org", org_id, "--format", "csv")
+    assert [r["model"] for r in csv.DictReader(io.StringIO(out))] == ["'=1+1", "'@SUM(A1)", "plain"]
+    _, out, _ = cli("usage", "export", "--org", org_id)
+    assert [json.loads(line)["model"] for line in out.splitlines()] == ["=1+1", "@SUM(A1)", "plain"]
 
 
 def test_given_the_console_script_when_run_as_a_module_then_it_prints_json_only(tables):
