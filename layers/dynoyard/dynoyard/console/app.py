@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dynoyard import __version__
-from dynoyard.console import auth, keys, oauth_routes, orgs, team, usage
+from dynoyard.console import auth, keys, oauth_routes, orgs, rights, team, usage
 from dynoyard.console.errors import install_error_handlers
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
@@ -39,6 +39,7 @@ def create_console_app(
     app.include_router(keys.router)
     app.include_router(team.router)
     app.include_router(usage.router)
+    app.include_router(rights.router)
     install_error_handlers(app)
     return app
 
