@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ from dynoyard.domain.administration import (
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
-from dynoyard.domain.usage import EXPORT_FIELDS, daily_totals
+from dynoyard.domain.usage import EXPORT_FORMATS, daily_totals, export_header, export_lines
 
 if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import BlockingStore
@@ -174,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = usage.add_parser("export", help="export usage records, one per line")
     export.add_argument("--org", required=True)
     export.add_argument("--since", type=_since, help="ISO 8601 date or time (UTC if naive)")
-    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="jsonl",
+        help="jsonl (default) or csv (text cells starting with = + - @ get a leading ')",
+    )
     daily = usage.add_parser("daily", help="totals per UTC day and model, today so far included")
     daily.add_argument("--org", required=True)
     daily.add_argument("--since", type=_since, help="ISO 8601 date (UTC)")
@@ -309,14 +313,8 @@ def _daily(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
 def _export(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty export
     records = store.usage_records(args.org, args.since)
-    if args.format == "jsonl":
-        for record in records:
-            out.write(json.dumps(record.export()) + "\n")
-        return
-    writer = csv.DictWriter(out, fieldnames=list(EXPORT_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record.export())
+    # The one way to format records, the console's /usage/export's too (domain/usage.py).
+    out.write(export_header(args.format) + export_lines(records, args.format))
 
 
 def _human(result: dict[str, Any]) -> str:

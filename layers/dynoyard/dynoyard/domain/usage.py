@@ -1,13 +1,17 @@
-"""The usage record: metadata of one request, never its content."""
+"""The usage record: metadata of one request, never its content; and the one way records
+are exported (the CLI's `usage export` and the console's `/usage/export` alike)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from dynoyard.domain.money import format_usd
 
@@ -36,6 +40,38 @@ EXPORT_FIELDS = (
     "endpoint",
     "error_code",
 )
+
+
+ExportFormat = Literal["csv", "jsonl"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV injection"). A record's
+# text can come from a client (an unknown model's id is recorded as sent), so in CSV a
+# text cell starting with one of these gets a leading "'" and stays text. JSON Lines keep
+# every value as it is: their readers are programs, not spreadsheets.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def export_header(export_format: ExportFormat) -> str:
+    """What comes before the records: CSV's header row (EXPORT_FIELDS), nothing in JSONL."""
+    return ",".join(EXPORT_FIELDS) + "\n" if export_format == "csv" else ""
+
+
+def export_lines(records: Iterable[UsageRecord], export_format: ExportFormat) -> str:
+    """The records as exported, one line each, in EXPORT_FIELDS' order: CSV rows (text
+    cells made spreadsheet-safe) or JSON Lines; money as decimal strings."""
+    if export_format == "jsonl":
+        return "".join(json.dumps(record.export()) + "\n" for record in records)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([spreadsheet_safe(v) for v in r.export().values()] for r in records)
+    return buffer.getvalue()
 
 
 def new_request_id() -> str:
