@@ -190,9 +190,14 @@ def test_given_a_key_without_limits_when_holding_then_one_write_only(limited):
     account, key = make_key()
     client.calls.clear()
     taken = store.hold(account.org_id, Decimal("0.01"), key, 10)
-    assert client.calls == {"UpdateItem": 1} and taken.key_charge is None
+    assert client.calls == {"UpdateItem": 1}
+    # Nothing counted against the key; only its "last used" hour, for the settle to set.
+    assert taken.key_charge is not None and taken.key_charge.kinds == frozenset()
+    assert taken.key_charge.mark_used == key.key_hash
     store.settle(record(key, "req_plain", "0.001", 5), Decimal("0.01"), taken.key_charge)
-    assert client.calls["TransactWriteItems"] == 1  # refund and record, nothing for the key
+    assert client.calls["TransactWriteItems"] == 1  # refund, record and the hour: one call
+    again = store.hold(account.org_id, Decimal("0.01"), key, 10)
+    assert again.key_charge is None  # marked this hour already: nothing for the key at all
 
 
 @pytest.mark.parametrize(
