@@ -92,11 +92,13 @@ class Scrubber:
         address = email.strip()
         local = address.split("@", 1)[0]
         words = [w for w in (name.strip(), local) if len(w) >= MIN_TERM or _wide(w)]
+        # The address first (the longest), so it is erased whole before its local part is
+        # looked for; then the longer of the name and the local part.
         patterns = [re.escape(address)] + [
-            rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])" for w in words
+            rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])"
+            for w in sorted(words, key=len, reverse=True)
         ]
-        # Longest first, so an address is erased whole before its local part is looked for.
-        self._pattern = re.compile("|".join(sorted(patterns, key=len, reverse=True)), re.IGNORECASE)
+        self._pattern = re.compile("|".join(patterns), re.IGNORECASE)
 
     def holds(self, text: str) -> bool:
         return self._pattern.search(text) is not None
