@@ -83,7 +83,11 @@ DATA_PLANE_GRANTS = {
 # memberships and an org's keys (gsi1) queried; an org's cache entries deleted on opt-out;
 # rights_store.py's export and account deletion (a deleted account's items, a closed org's
 # usage records' client IPs); the team's invitations (INVITE#<token hash>) and membership
-# changes. No secret, no scan, nothing of IP# items.
+# changes; the sign-in limits' counters (RATE#); when their parameters are set, SES
+# SendEmail from the one identity and its own secret (the Resend key, the OAuth clients). No
+# scan, nothing of IP# items, not the provider keys' secret.
+SES_IDENTITY = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${SesIdentity}"
+CONSOLE_SECRET = "secret:${ConsoleSecretName}-??????"
 CONSOLE_GRANTS = {
     (
         "AccountsTable",
@@ -123,7 +127,11 @@ CONSOLE_GRANTS = {
     ("CacheTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
     ("UsageTable", "dynamodb:Query", ("ORG#*",)),
     ("UsageTable", "dynamodb:UpdateItem", ("ORG#*",)),
+    (SES_IDENTITY, "ses:SendEmail", None),
+    (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
 }
+# A statement kept only when its parameter is set: its condition -> that parameter.
+CONDITIONAL_STATEMENTS = {"HasSesIdentity": "SesIdentity", "HasConsoleSecret": "ConsoleSecretName"}
 EXPECTED_GRANTS = {
     "GatewayFunction": DATA_PLANE_GRANTS,
     "GatewayStreamFunction": DATA_PLANE_GRANTS,
@@ -178,25 +186,39 @@ def _leading_keys(condition: Any) -> Any:
     return repr(condition)  # anything else shows up in the comparison
 
 
-def _grants(properties: dict[str, Any]) -> set[tuple[str, str, Any]]:
-    grants = set()
+def _statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every inline statement; a conditional one (`!If [Has..., statement, NoValue]`) as it is
+    deployed when its parameter is set."""
+    statements = []
     for policy in properties.get("Policies", []):
         assert isinstance(policy, dict) and set(policy) == {"Statement"}, (
             f"only inline statements, no managed policies or SAM policy templates: {policy}"
         )
         for statement in policy["Statement"]:
-            assert statement["Effect"] == "Allow" and "NotAction" not in statement
-            assert "NotResource" not in statement
-            for action in _as_list(statement["Action"]):
-                assert "*" not in action, action
-                for resource in _as_list(statement["Resource"]):
-                    grants.add(
-                        (
-                            _resource_name(resource),
-                            action,
-                            _leading_keys(statement.get("Condition")),
-                        )
+            if set(statement) == {"Fn::If"}:
+                condition, when_set, otherwise = statement["Fn::If"]
+                assert condition in CONDITIONAL_STATEMENTS, condition
+                assert otherwise == {"Ref": "AWS::NoValue"}, statement
+                statement = when_set
+            statements.append(statement)
+    return statements
+
+
+def _grants(properties: dict[str, Any]) -> set[tuple[str, str, Any]]:
+    grants = set()
+    for statement in _statements(properties):
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        assert "NotResource" not in statement
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, action
+            for resource in _as_list(statement["Resource"]):
+                grants.add(
+                    (
+                        _resource_name(resource),
+                        action,
+                        _leading_keys(statement.get("Condition")),
                     )
+                )
     return grants
 
 
@@ -233,6 +255,43 @@ def test_given_the_console_when_routed_then_it_serves_api_on_the_same_rest_api()
         "Method": "ANY",
     }
     assert _environment(console)["DYNOYARD_PUBLIC_URL"] == {"Ref": "PublicUrl"}
+
+
+def test_given_the_console_when_email_and_oauth_are_wired_then_each_grant_is_one_resource():
+    """SendEmail only from the SesIdentity parameter's identity, the secret read only of the
+    ConsoleSecretName parameter's secret, each statement present only when its parameter is
+    set (default empty: no grant, provider off); the gateway functions get neither."""
+    template = load_template()
+    parameters, conditions = template["Parameters"], template["Conditions"]
+    console = _functions()["ConsoleFunction"]
+    conditional = {}
+    for policy in console["Policies"]:
+        for statement in policy["Statement"]:
+            if set(statement) == {"Fn::If"}:
+                condition, when_set, _ = statement["Fn::If"]
+                conditional[condition] = when_set
+    assert set(conditional) == set(CONDITIONAL_STATEMENTS)
+    for condition, parameter in CONDITIONAL_STATEMENTS.items():
+        assert conditions[condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+        assert parameters[parameter]["Type"] == "String"
+        assert parameters[parameter]["Default"] == ""
+    send = conditional["HasSesIdentity"]
+    assert send["Action"] == "ses:SendEmail" and "Condition" not in send
+    assert send["Resource"] == {"Fn::Sub": SES_IDENTITY}
+    read = conditional["HasConsoleSecret"]
+    assert read["Action"] == "secretsmanager:GetSecretValue" and "Condition" not in read
+    assert read["Resource"] == {"Fn::Sub": ACCOUNT_PREFIX + CONSOLE_SECRET}
+    for name in ("GatewayFunction", "GatewayStreamFunction"):
+        resources = {resource for resource, _, _ in EXPECTED_GRANTS[name]}
+        actions = {action for _, action, _ in EXPECTED_GRANTS[name]}
+        assert "ses:SendEmail" not in actions and CONSOLE_SECRET not in resources
+    variables = _environment(console)
+    assert variables["DYNOYARD_CONSOLE_SECRET"] == {"Ref": "ConsoleSecretName"}
+    assert variables["DYNOYARD_EMAIL_FROM"] == {"Ref": "EmailFrom"}
+    assert variables["DYNOYARD_EMAIL_BACKEND"] == {"Ref": "EmailBackend"}
+    assert parameters["EmailFrom"]["Default"] == ""
+    assert parameters["EmailBackend"]["Default"] == "auto"
+    assert set(parameters["EmailBackend"]["AllowedValues"]) == {"auto", "ses", "resend"}
 
 
 # -- limits, deadlines, tracing ------------------------------------------------------------

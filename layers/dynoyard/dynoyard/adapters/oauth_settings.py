@@ -6,16 +6,31 @@ A provider is offered only when both its client id and its client secret are set
 provider's endpoints (keeping their paths), like `STRIPE_API_BASE`; they must be https, or
 http on a loopback address (a local stand-in), so that a client secret never crosses a
 network in the clear.
+
+On AWS the client ids and secrets come from the console's secret (`DYNOYARD_CONSOLE_SECRET`,
+a JSON object such as {"GOOGLE_CLIENT_ID": ..., "GOOGLE_CLIENT_SECRET": ...}, read through
+Powertools Parameters like the gateway's provider keys); the environment wins over it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dynoyard.adapters.secrets import ProviderKeys
+
+CREDENTIALS = (
+    "GOOGLE_CLIENT_ID",
+    "GOOGLE_CLIENT_SECRET",
+    "DISCORD_CLIENT_ID",
+    "DISCORD_CLIENT_SECRET",
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -80,4 +95,7 @@ class OAuthSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def oauth_settings() -> OAuthSettings:
-    return OAuthSettings()
+    """Read once per process: a changed secret is seen by new instances."""
+    secret = ProviderKeys(os.environ.get("DYNOYARD_CONSOLE_SECRET") or None)
+    found: dict[str, Any] = {name: value for name in CREDENTIALS if (value := secret(name))}
+    return OAuthSettings(**found)
