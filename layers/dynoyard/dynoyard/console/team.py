@@ -100,8 +100,12 @@ def team_rules() -> Iterator[None]:
     try:
         yield
     except NotAllowed as exc:
+        only_owners = "manage owners" in str(exc)
         raise forbidden(
-            f"Your role in this organization does not allow this: {exc}.", "insufficient_role"
+            "Only owners may make, demote or remove an owner, or invite one."
+            if only_owners
+            else "Your role in this organization does not allow managing its members.",
+            "insufficient_role",
         ) from None
     except InvalidRole as exc:
         raise bad_request(f"Invalid role: {exc}.", param="role", code="invalid_role") from None
