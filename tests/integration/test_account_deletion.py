@@ -118,6 +118,10 @@ def test_a_deleted_account_leaves_no_personal_data_and_the_money_reconciles(
     console.request("POST", "/api/auth/email-link", json={"email": email})
     second_session = console.follow(email)
     console.request("POST", "/api/auth/email-link", json={"email": email, "name": canary})
+    guest = f"guest-{tag}@example.com"  # invited to D, which closes: invitation dropped
+    for who, org_id, address in ((bob, bob.org_id, email.upper()), (alice, d_org, guest)):
+        invited = who.call("POST", f"/api/orgs/{org_id}/invitations", json={"email": address})
+        assert invited.status_code == 201, invited.text
     d_key = alice.create(d_org, name=f"{canary}'s laptop").json()
     a_key = alice.create(a_org, name="shared").json()
     bobs_key = bob.create(a_org, name="bob's").json()
@@ -184,6 +188,13 @@ def test_a_deleted_account_leaves_no_personal_data_and_the_money_reconciles(
     assert tables.store.get_org(a_org).email == bob_me["user"]["email"]
     assert tables.store.get_org(a_org).name == f"{ERASED}'s organization"
     # C just lost a member; D is closed for Dave too, whose account is untouched.
+    for org_id in (bob.org_id, d_org):  # no invitation left to Alice's address, nor of D
+        assert not [
+            i
+            for i in raw_items(tables, tables.accounts, f"ORG#{org_id}")
+            if i["sk"]["S"].startswith("INVITE#")
+        ]
+    assert bob.call("GET", f"/api/orgs/{bob.org_id}/invitations").json()["invitations"] == []
     c_members = carol.call("GET", f"/api/orgs/{c_org}/members").json()["members"]
     assert [m["user_id"] for m in c_members] == [carol.user_id]
     dave_me = console.me(dave.session)
@@ -206,7 +217,7 @@ def test_a_deleted_account_leaves_no_personal_data_and_the_money_reconciles(
         "IDEMPOTENCY_TABLE",
     }
     text = json.dumps(everything).lower()
-    for trace in (email.lower(), canary.lower(), ip, f"del.me-{tag}"):
+    for trace in (email.lower(), canary.lower(), ip, f"del.me-{tag}", guest):
         assert trace not in text, trace
     assert not [i for i in everything if i.get("pk", {}).get("S") == f"USER#{alice.user_id}"]
     assert not [
@@ -270,6 +281,9 @@ def test_an_owner_of_an_org_with_another_owner_only_leaves_it(
     assert answer.json()["memberships_ended"] == sorted([alice.org_id, bob.org_id])
     assert [o["role"] for o in console.me(bob.session)["orgs"]] == ["owner"]
     assert models(gateway, key) == 200
+    # The team's owner count followed: Bob is now the last owner, who may not leave.
+    leaving = bob.call("DELETE", f"/api/orgs/{bob.org_id}/members/{bob.user_id}")
+    assert leaving.status_code == 409 and error_code(leaving) == "last_owner", leaving.text
 
 
 def test_a_member_who_leaves_closes_nothing_of_the_org(console: Console, tables: Tables) -> None:

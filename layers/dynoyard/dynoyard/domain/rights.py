@@ -201,7 +201,9 @@ class ErasureStore(Protocol):
         contact_email: str | None,
     ) -> None: ...
 
-    async def end_membership(self, org_id: str, user_id: str) -> None: ...
+    async def end_membership(self, org_id: str, user_id: str, role: Role) -> None: ...
+
+    async def end_all_memberships(self, org_id: str, user_ids: list[str]) -> None: ...
 
     async def end_sessions(self, user_id: str) -> None: ...
 
@@ -235,15 +237,14 @@ class AccountDeletion:
             await self._admin.record(actor, org_id, "deletion_requested", person.user_id, what=what)
         for org_id in plan.close:
             await store.scrub_org(org_id, person.user_id, scrubber, closed=True, contact_email=None)
-            for member_id, _ in members[org_id]:
-                await store.end_membership(org_id, member_id)
+            await store.end_all_memberships(org_id, [u for u, _ in members[org_id]])
         for org_id in plan.leave:
             owners = [u for u, r in members[org_id] if r == "owner" and u != person.user_id]
             contact = await store.address_of(owners[0]) if owners else None
             await store.scrub_org(
                 org_id, person.user_id, scrubber, closed=False, contact_email=contact
             )
-            await store.end_membership(org_id, person.user_id)
+            await store.end_membership(org_id, person.user_id, plan.roles[org_id])
         await store.end_sessions(person.user_id)
         await store.erase_person(person.user_id, person.email)
         return DeletionSummary(plan.close, tuple(sorted(plan.close + plan.leave)))

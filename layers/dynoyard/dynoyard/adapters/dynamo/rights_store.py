@@ -8,6 +8,8 @@ Items it reads or changes, besides console_store.py's and admin.py's:
                                                     (pointer kept by put_link)
   USER#<user_id>      / META   export_at            when the user last exported (rate limit)
   ORG#<org_id>        / META   closed_at            the org closed (its last owner left)
+  ORG#<org_id>/INVITE#<id>, INVITE#<sha256>, EMAIL#<address>/INVITE#<org>#<id>
+                                                    an invitation's items (console_store.py)
   ORG#<org_id>        / LEDGER#..., AUDIT#...       scrubbed in place, never deleted
   usage: ORG#<org_id> / <time>#<request>           client_ip, error_head removed (closed)
 
@@ -26,6 +28,7 @@ from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, plain
 from dynoyard.adapters.dynamo.console_store import ConsoleStore, _key
 from dynoyard.domain.rights import Role, Scrubber, scrub_audit_entry
+from dynoyard.domain.team import LastOwner, MembershipChanged
 
 
 class RightsStore(ConsoleStore):
@@ -113,15 +116,10 @@ class RightsStore(ConsoleStore):
         return await self._admin.clear_cache(org_id)
 
     async def drop_org_invitations(self, org_id: str) -> int:
-        """Pending invitations of a closing organization (ORG#<org_id>/INVITE#...), with
-        the pointer from the invited address where the item names it."""
+        """Every invitation of a closing organization, pending or expired."""
         invitations = await self._partition(f"ORG#{org_id}", "INVITE#", expired_too=True)
         for item in invitations:
-            address = item.get("normalized_email") or item.get("email")
-            if address:
-                invite = str(item["sk"]).removeprefix("INVITE#")
-                await self._delete(f"EMAIL#{str(address).lower()}", f"INVITE#{org_id}#{invite}")
-            await self._delete(f"ORG#{org_id}", str(item["sk"]))
+            await self._drop_invitation(org_id, str(item["sk"]).removeprefix("INVITE#"))
         return len(invitations)
 
     async def scrub_org(
@@ -171,9 +169,21 @@ class RightsStore(ConsoleStore):
         if closed:
             await self._forget_usage_origins(org_id)
 
-    async def end_membership(self, org_id: str, user_id: str) -> None:
-        await self._delete(f"ORG#{org_id}", f"MEMBER#{user_id}")
-        await self._delete(f"USER#{user_id}", f"ORG#{org_id}")
+    async def end_membership(self, org_id: str, user_id: str, role: Role) -> None:
+        """The user leaves an organization that stays: through the team's own removal, so
+        its owner count stays true. Should the team have changed meanwhile (the other owner
+        gone too), the membership goes all the same: the account is being erased."""
+        try:
+            await self.remove_member(org_id, user_id, role, None, None)
+        except (LastOwner, MembershipChanged):
+            await self.end_all_memberships(org_id, [user_id])
+
+    async def end_all_memberships(self, org_id: str, user_ids: list[str]) -> None:
+        """A closing organization's members, both ways (its owner count no longer
+        matters)."""
+        for user_id in user_ids:
+            await self._delete(f"ORG#{org_id}", f"MEMBER#{user_id}")
+            await self._delete(f"USER#{user_id}", f"ORG#{org_id}")
 
     async def end_sessions(self, user_id: str) -> None:
         """Every session stops at once (the epoch moves); deleting the user item later
@@ -195,8 +205,8 @@ class RightsStore(ConsoleStore):
             sk = str(item["sk"])
             if sk.startswith("LINK#"):
                 await self._delete(sk, "LINK")
-            elif sk.startswith("INVITE#") and item.get("org_id") and item.get("invite_id"):
-                await self._delete(f"ORG#{item['org_id']}", f"INVITE#{item['invite_id']}")
+            elif sk.startswith("INVITE#"):  # console_store's invitations_to, expired too
+                await self._drop_invitation(str(item["org_id"]), str(item["invite_id"]))
             await self._delete(f"EMAIL#{address}", sk)
         items = await self._partition(f"USER#{user_id}", "", expired_too=True)
         for item in sorted(items, key=lambda i: i["sk"] == "META"):
@@ -222,6 +232,18 @@ class RightsStore(ConsoleStore):
                 remove = ("email",)
         if changes or remove:
             await self._set(f"ORG#{org_id}", "META", changes, remove=remove)
+
+    async def _drop_invitation(self, org_id: str, invitation_id: str) -> None:
+        """An invitation's three items (console_store.py), pending or expired: an expired
+        one still holds the address until DynamoDB's TTL deletes it."""
+        sk = f"INVITE#{invitation_id}"
+        for item in await self._partition(f"ORG#{org_id}", sk, expired_too=True):
+            if item["sk"] != sk:
+                continue
+            await self._delete(f"INVITE#{item['token_hash']}", "INVITE")
+            address = str(item["normalized_email"])
+            await self._delete(f"EMAIL#{address}", f"INVITE#{org_id}#{invitation_id}")
+            await self._delete(f"ORG#{org_id}", sk)
 
     async def _forget_usage_origins(self, org_id: str) -> None:
         """Removes client_ip and error_head from every usage record of the organization
