@@ -103,7 +103,11 @@ async def usage_daily(
     return {"days": daily_totals(records)}
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
+)
 async def usage_export(
     request: Request,
     access: ReadUsage,
