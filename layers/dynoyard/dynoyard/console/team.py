@@ -12,6 +12,7 @@ token. The token is never stored (only its SHA-256) and never answered by the AP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -144,9 +145,10 @@ def team_rules() -> Iterator[None]:
 async def list_members(request: Request, access: ReadTeam) -> dict[str, Any]:
     """Every member's id, email, name and role (members see their team)."""
     rt = runtime(request)
+    memberships = await rt.store.org_members(access.org_id)
+    users = await asyncio.gather(*(rt.store.get_user(m.user_id) for m in memberships))
     members = []
-    for membership in await rt.store.org_members(access.org_id):
-        user = await rt.store.get_user(membership.user_id)
+    for membership, user in zip(memberships, users, strict=True):
         if user is None:
             continue
         members.append(

@@ -19,7 +19,10 @@ Roles, ascending: member, admin, owner.
 Invitations: by email address, valid `INVITATION_DAYS` (7) days, used once, revocable; the
 emailed link carries a random token stored only as its SHA-256. One pending invitation per
 address and organization: inviting the address again replaces it (the old link stops
-working; the new one has the new role and a new week). At most
+working; the new one has the new role and a new week). Two invitations to one address sent
+at the same instant may both stay pending (the replacement is found by a query, not
+guarded by a condition); whichever is accepted first makes the member, the other then
+answers `AlreadyMember`. At most
 `INVITATIONS_PER_ORG_PER_DAY` (50) invitations per organization per UTC day, replacements
 included. A user may create at most `ORGS_PER_USER` (20) organizations (the one made at
 sign-up not counted), counted by a conditional write so concurrent requests can not pass.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -295,7 +299,8 @@ class Team:
         try:
             await deliver(new)
         except BaseException:
-            await self._store.revoke_invitation(org_id, invitation.invitation_id)
+            with suppress(UnknownInvitation):  # used or revoked already: nothing to undo
+                await self._store.revoke_invitation(org_id, invitation.invitation_id)
             raise
         await self._audit.record(
             actor,

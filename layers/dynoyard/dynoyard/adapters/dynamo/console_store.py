@@ -487,7 +487,19 @@ class ConsoleStore:
         self, invitation: Invitation, normalized_email: str, token_hash: str
     ) -> str | None:
         """Writes the invitation's three items in one transaction, replacing (deleting) the
-        pending invitation of the organization to the same address: the id it replaced."""
+        pending invitation of the organization to the same address: the id it replaced.
+        One used or revoked meanwhile is looked for again (MembershipChanged after three
+        tries)."""
+        for _ in range(3):
+            try:
+                return await self._put_invitation(invitation, normalized_email, token_hash)
+            except UnknownInvitation:
+                continue
+        raise MembershipChanged(invitation.org_id)
+
+    async def _put_invitation(
+        self, invitation: Invitation, normalized_email: str, token_hash: str
+    ) -> str | None:
         org_id, invitation_id = invitation.org_id, invitation.invitation_id
         earlier = await self._query(
             {
