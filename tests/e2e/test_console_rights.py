@@ -120,7 +120,8 @@ def test_the_export_holds_every_part_and_no_key_or_hash(console: Console, tables
     audit = org["audit_log"]
     assert audit["scope"] == "organization" and audit["truncated"] is False
     assert [e["action"] for e in audit["entries"]] == ["key_created"]
-    assert document["limits"]["usage_records"] == 10_000
+    assert document["limits"]["usage_records"] == 8_000
+    assert document["limits"]["audit_entries"] == 4_000
 
     # Never a key, its hash, a session token or a CSRF token.
     text = answer.text
@@ -281,3 +282,18 @@ def test_the_address_confirms_whatever_its_case(console: Console) -> None:
     assert console.request("GET", "/api/me", someone.session).status_code == 401
     assert re.fullmatch(r"usr_[0-9a-f]{16}", someone.user_id)
     assert json.loads(answer.text)["orgs_closed"] == [someone.org_id]
+
+
+def test_audit_entries_beyond_the_cap_are_said_to_be_truncated(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dynoyard.console.rights as rights_routes
+
+    monkeypatch.setattr(rights_routes, "EXPORT_AUDIT_ENTRIES", 2)
+    owner = person(console)
+    for name in ("first", "second", "third"):
+        owner.create(name=name)
+    (org,) = export(owner).json()["organizations"]
+    entries = org["audit_log"]["entries"]
+    assert [e["details"]["name"] for e in entries] == ["third", "second"]  # the newest
+    assert org["audit_log"]["truncated"] is True

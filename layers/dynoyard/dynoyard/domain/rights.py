@@ -36,8 +36,9 @@ from dynoyard.domain.administration import Actor, Administration
 
 EXPORT_FORMAT_VERSION = 1
 EXPORT_INTERVAL_SECONDS = 60  # one export per user per minute
-EXPORT_USAGE_RECORDS = 10_000  # usage records in one document, every organization together
-EXPORT_AUDIT_ENTRIES = 5_000  # newest audit entries looked at per organization
+# The document must fit Lambda's 6 MB buffered answer (console/rights.py's Budget).
+EXPORT_USAGE_RECORDS = 8_000  # usage records in one document, every organization together
+EXPORT_AUDIT_ENTRIES = 4_000  # newest looked at per organization; at most as many in all
 ERASED = "[erased]"
 MIN_TERM = 3  # shorter names are not searched for in kept text (too many false hits)
 
@@ -288,9 +289,10 @@ def export_document(
             "usage_records_note": "at most this many usage records in the whole document,"
             " oldest first; where 'truncated' is true, GET /api/orgs/{org_id}/usage pages"
             " through all of them",
-            "audit_entries_per_organization": EXPORT_AUDIT_ENTRIES,
+            "audit_entries": EXPORT_AUDIT_ENTRIES,
             "audit_entries_note": "the newest this many entries of each organization's log"
-            " are looked at; GET /api/orgs/{org_id}/audit pages through all of them",
+            " are looked at, and the document holds at most this many in all; GET"
+            " /api/orgs/{org_id}/audit pages through all of them",
         },
         "not_included": [
             "API keys and their hashes: only their metadata (a key is shown once, at creation)",

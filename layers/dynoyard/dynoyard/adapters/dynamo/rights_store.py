@@ -19,6 +19,7 @@ expired item still holds what it held.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,9 @@ from dynoyard.adapters.dynamo.codec import attribute, plain
 from dynoyard.adapters.dynamo.console_store import ConsoleStore, _key
 from dynoyard.domain.rights import Role, Scrubber, scrub_audit_entry
 from dynoyard.domain.team import LastOwner, MembershipChanged
+
+# Usage records updated at once when a closed organization's lose their client IP.
+PARALLEL_UPDATES = 25
 
 
 class RightsStore(ConsoleStore):
@@ -257,14 +261,20 @@ class RightsStore(ConsoleStore):
         }
         while True:
             page = await self._db.call("Query", params)
-            for item in page.get("Items", []):
-                await self._db.call(
-                    "UpdateItem",
-                    {
-                        "TableName": self.usage_table,
-                        "Key": {"pk": item["pk"], "sk": item["sk"]},
-                        "UpdateExpression": "REMOVE client_ip, error_head",
-                    },
+            keys = [{"pk": item["pk"], "sk": item["sk"]} for item in page.get("Items", [])]
+            for start in range(0, len(keys), PARALLEL_UPDATES):
+                await asyncio.gather(
+                    *(
+                        self._db.call(
+                            "UpdateItem",
+                            {
+                                "TableName": self.usage_table,
+                                "Key": key,
+                                "UpdateExpression": "REMOVE client_ip, error_head",
+                            },
+                        )
+                        for key in keys[start : start + PARALLEL_UPDATES]
+                    )
                 )
             if "LastEvaluatedKey" not in page:
                 return
