@@ -78,8 +78,13 @@ def record_audit(tables: Tables, org_id: str, actor: Actor, target: str) -> None
 
 
 def test_the_export_holds_every_part_and_no_key_or_hash(console: Console, tables: Tables) -> None:
-    owner = person(console)
+    owner, inviter = person(console), person(console)
     store_call(tables, "link_identity", "google", "g-" + uuid.uuid4().hex[:8], owner.user_id)
+    address = console.me(owner.session)["user"]["email"]
+    invited = inviter.call(
+        "POST", f"/api/orgs/{inviter.org_id}/invitations", json={"email": address, "role": "admin"}
+    )
+    assert invited.status_code == 201, invited.text
     created = owner.create(name="ci key").json()
     key, key_id = created["api_key"], created["key_id"]
     tables.store.grant_credits(owner.org_id, Decimal("12.5"), "welcome credits")
@@ -103,6 +108,9 @@ def test_the_export_holds_every_part_and_no_key_or_hash(console: Console, tables
     }
     (identity,) = account["sign_in_identities"]
     assert identity["provider"] == "google" and identity["provider_id"].startswith("g-")
+    (invitation,) = account["pending_invitations"]
+    assert invitation["org_id"] == inviter.org_id and invitation["role"] == "admin"
+    assert invitation["email"] == address and invitation["invited_by"] == inviter.user_id
     assert document["memberships"] == [{"org_id": owner.org_id, "role": "owner"}]
     (org,) = document["organizations"]
     assert org["org_id"] == owner.org_id and org["role"] == "owner"

@@ -26,6 +26,7 @@ from dynoyard.console.auth import (
 from dynoyard.console.errors import ConsoleError, bad_request
 from dynoyard.console.keys import _key_view
 from dynoyard.console.runtime import ConsoleRuntime
+from dynoyard.console.validation import normalized_email
 from dynoyard.domain.administration import Actor, Administration
 from dynoyard.domain.audit import MAX_PAGE, iso_at
 from dynoyard.domain.money import format_usd
@@ -83,6 +84,7 @@ async def export(request: Request, caller: SignedIn) -> Response:
         "created_at": user.created_at,
         "terms_accepted_at": user.terms_accepted_at,
         "sign_in_identities": await rights.identities(user.user_id),
+        "pending_invitations": await _invitations_to(rt, user.email),
     }
     memberships = await rt.store.user_orgs(user.user_id)
     budget = Budget(EXPORT_USAGE_RECORDS, EXPORT_AUDIT_ENTRIES)
@@ -113,6 +115,26 @@ async def export(request: Request, caller: SignedIn) -> Response:
             "cache-control": "no-store",
         },
     )
+
+
+async def _invitations_to(rt: ConsoleRuntime, email: str) -> list[dict[str, Any]]:
+    """Invitations to the user's address not yet accepted (console_store.py's lookup)."""
+    shown = []
+    for org_id, invitation_id in await rt.store.invitations_to(normalized_email(email)):
+        found = await rt.store.get_invitation(org_id, invitation_id)
+        if found is not None:
+            shown.append(
+                {
+                    "org_id": found.org_id,
+                    "invitation_id": found.invitation_id,
+                    "email": found.email,
+                    "role": found.role,
+                    "invited_by": found.invited_by,
+                    "created_at": found.created_at,
+                    "expires_at": found.expires_at,
+                }
+            )
+    return shown
 
 
 async def _organization(

@@ -264,7 +264,9 @@ def export_document(
 
     {"format_version": 1, "kind": "dynoyard-account-export", "exported_at": ISO 8601 UTC,
      "account": {user_id, email, name, language, verified, created_at, terms_accepted_at,
-                 "sign_in_identities": [{provider, provider_id, linked_at}]},
+                 "sign_in_identities": [{provider, provider_id, linked_at}],
+                 "pending_invitations": [{org_id, invitation_id, email, role, invited_by,
+                                          created_at, expires_at}]},
      "memberships": [{org_id, role}],
      "organizations": [{org_id, role, name, balance_usd, settings, created_at,
                         contact_email (owners and admins only),
