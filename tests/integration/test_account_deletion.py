@@ -344,3 +344,34 @@ def test_an_audit_entry_loses_the_users_ip_and_any_trace_of_them() -> None:
     assert other.details == {"name": f"{ERASED} key"}
     untouched = scrub_audit_entry("usr_a", scrub, "usr_b", "org_1", {"x": "y"}, has_ip=True)
     assert not untouched.changes
+
+
+def test_a_deletion_cut_short_is_asked_again_and_finishes(
+    console: Console, tables: Tables, gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dynoyard.adapters.dynamo.rights_store import RightsStore
+    from dynoyard.domain.ports import StoreUnavailable
+
+    alice, carol = signed_up(console, name=f"Cut{uuid.uuid4().hex[:8]}"), signed_up(console)
+    store_call(tables, "add_member", carol.org_id, alice.user_id, "member")
+    key = alice.create(name="k").json()["api_key"]
+    email = console.me(alice.session)["user"]["email"]
+    leave = RightsStore.end_membership
+
+    async def fails_once(self: RightsStore, *args: Any) -> None:
+        monkeypatch.setattr(RightsStore, "end_membership", leave)
+        raise StoreUnavailable("DynamoDB went away")
+
+    monkeypatch.setattr(RightsStore, "end_membership", fails_once)
+    cut = alice.call("DELETE", "/api/me", json={"confirm_email": email})
+    assert cut.status_code == 503 and error_code(cut) == "service_unavailable"
+    assert models(gateway, key) == 401  # what was done stays done: her org is closed
+    again = alice.call("DELETE", "/api/me", json={"confirm_email": email})
+    assert again.status_code == 200, again.text
+    assert again.json()["memberships_ended"] == [carol.org_id]  # what was left
+    text = json.dumps(tables.scan_all()).lower()
+    assert email.lower() not in text
+    assert [
+        m["user_id"]
+        for m in carol.call("GET", f"/api/orgs/{carol.org_id}/members").json()["members"]
+    ] == [carol.user_id]
