@@ -149,10 +149,10 @@ def test_a_grace_period_keeps_the_old_key_working_until_it_ends_at_the_gateway(
     # A warm instance that looked the old key up before the rotation, too.
     assert models_status(short_cache_gateway, made["api_key"]) == 200
     began = time.time()
-    answer = rotate(owner, made["key_id"], {"grace_seconds": 3})
+    answer = rotate(owner, made["key_id"], {"grace_seconds": 5})
     assert answer.status_code == 201, answer.text
     new = answer.json()
-    assert abs(new["rotated_from_revoked_at"] - (began + 3)) <= 1.5
+    assert abs(new["rotated_from_revoked_at"] - (began + 5)) <= 1.5
     for served in (gateway, short_cache_gateway):
         assert models_status(served, made["api_key"]) == 200  # in its grace period
         assert models_status(served, new["api_key"]) == 200
@@ -508,4 +508,4 @@ def test_a_key_revoked_in_the_console_is_refused_by_a_warm_gateway_within_its_ke
             assert status == 200
             time.sleep(0.05)
     assert refused_after is not None, "the revoked key was still accepted after 5 s"
-    assert refused_after <= 1.0 + 0.5  # the cache's 1 s, and the time a request takes
+    assert refused_after <= 1.0 + 1.0  # the cache's 1 s, and the time a request takes
