@@ -166,7 +166,10 @@ def test_make_dev_serves_the_console_beside_the_gateway(
     for variable, value in tables.env.items():
         monkeypatch.setenv(variable, value)
     for variable in ("DYNOYARD_DEMO_API_KEY", "DYNOYARD_DEMO_BASE_URL", "DYNOYARD_PUBLIC_URL"):
-        monkeypatch.delenv(variable, raising=False)
+        # Set, then delete: monkeypatch then removes what build_dev_app's setdefault puts
+        # in the environment, so later tests never see this port.
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
     app = build_dev_app(18080)
     assert call(app, "GET", "/healthz").status_code == 200
     assert_error(call(app, "GET", "/api/me"), 401, "not_signed_in")
