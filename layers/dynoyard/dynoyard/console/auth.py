@@ -11,6 +11,7 @@ IP, email-link callbacks per IP, OAuth starts and callbacks per IP (ConsoleSetti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -34,7 +35,7 @@ from dynoyard.console.errors import (
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.console.validation import LANGUAGES, clean_name, normalized_email, valid_email
-from dynoyard.domain.accounts import UnknownOrg
+from dynoyard.domain.accounts import Org, UnknownOrg
 from dynoyard.domain.email import Email, EmailFailed
 from dynoyard.domain.messages import language_of, sign_in_link
 
@@ -327,13 +328,21 @@ class MePatch(BaseModel):
 async def me(request: Request, response: Response, caller: SignedIn) -> dict[str, Any]:
     rt = runtime(request)
     response.headers["cache-control"] = "no-store"
-    orgs = []
-    for membership in await rt.store.user_orgs(caller.user.user_id):
+    memberships = await rt.store.user_orgs(caller.user.user_id)
+
+    async def org_of(org_id: str) -> Org | None:
         try:
-            org = await rt.admin.get_org(membership.org_id)
+            return await rt.admin.get_org(org_id)
         except UnknownOrg:
-            continue
-        orgs.append({"org_id": org.org_id, "name": org.name, "role": membership.role})
+            return None
+
+    # The organizations are read at once, not one after another (a user may be in many).
+    found = await asyncio.gather(*(org_of(m.org_id) for m in memberships))
+    orgs = [
+        {"org_id": org.org_id, "name": org.name, "role": membership.role}
+        for membership, org in zip(memberships, found, strict=True)
+        if org is not None
+    ]
     return {"user": _user_view(caller.user), "orgs": orgs, "csrf_token": caller.csrf_token}
 
 
