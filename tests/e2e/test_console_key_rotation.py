@@ -272,8 +272,8 @@ def test_bodies_that_are_not_an_object_are_400(console: Console, raw: bytes) -> 
     assert list(listed(owner)) == [made["key_id"]]
 
 
-def test_a_replayed_or_revoked_rotation_is_409_and_makes_no_second_key(
-    console: Console, gateway: GatewayProcess
+def test_a_replayed_revoked_or_expired_rotation_is_409_and_makes_no_key(
+    console: Console, gateway: GatewayProcess, tables: Tables
 ) -> None:
     owner = person(console)
     made = owner.create(name="once").json()
@@ -286,7 +286,11 @@ def test_a_replayed_or_revoked_rotation_is_409_and_makes_no_second_key(
     assert owner.call("DELETE", f"/api/orgs/{owner.org_id}/keys/{revoked['key_id']}").is_success
     answer = rotate(owner, revoked["key_id"])
     assert answer.status_code == 409 and error_code(answer) == "key_not_active"
-    assert len(listed(owner)) == 3  # once, its successor, gone: no key made by the refusals
+    # An expired key (made by the operator's store: the console's expiries are whole days).
+    expired = tables.store.create_key(owner.org_id, "old", frozenset(), int(time.time()) - 1)
+    answer = rotate(owner, expired.key_id)
+    assert answer.status_code == 409 and error_code(answer) == "key_not_active"
+    assert len(listed(owner)) == 4  # once, its successor, gone, old: none made by refusals
     assert models_status(gateway, made["api_key"]) == 200  # the replay did not end the grace
 
 
