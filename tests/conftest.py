@@ -37,6 +37,11 @@ def ddb_endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{port}")
 
 
+def item_text(item: dict[str, Any]) -> str:
+    """An item as text, binary attributes (a cached answer) decoded."""
+    return json.dumps(item, default=lambda raw: bytes(raw).decode("utf-8", errors="replace"))
+
+
 @dataclass
 class Tables:
     env: dict[str, str]
@@ -70,6 +75,10 @@ class Tables:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no usage record for {request_id}")
             time.sleep(0.05)
+
+    def scan_text(self) -> str:
+        """Every item of every table as one text, to search for what must not be kept."""
+        return "\n".join(item_text(item) for item in self.scan_all())
 
     def scan_table(self, name: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ from tests.conftest import (
     ROOT,
     UPSTREAM_SECRET,
     FakeContext,
+    item_text,
     lambda_event,
     lambda_header,
     loaded_lambda_handler,
@@ -99,11 +100,6 @@ def wait_for_log_lines(read_logs, exercised: Exercised, timeout: float = 10.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"no log line for {missing}")
         time.sleep(0.05)
-
-
-def item_text(item: dict[str, Any]) -> str:
-    """An item as text, binary attributes (a cached answer) decoded."""
-    return json.dumps(item, default=lambda raw: bytes(raw).decode("utf-8", errors="replace"))
 
 
 def assert_nothing_kept(tables, logs: str, canaries: Canaries, exercised: Exercised) -> None:
