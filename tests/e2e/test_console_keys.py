@@ -260,9 +260,14 @@ def test_key_and_settings_changes_in_the_console_are_in_the_audit_log_with_who_a
             await store.aclose()
 
     found = asyncio.run(entries())
-    assert [e.action for e in found] == ["settings_changed", "key_revoked", "key_created"]
+    assert [e.action for e in found] == [
+        "settings_changed",
+        "key_revoked",
+        "key_created",
+        "sign_in",  # the sign-up's first sign-in
+    ]
     assert {(e.actor, e.ip) for e in found} == {(owner.user_id, "127.0.0.1")}
-    assert found[1].target == key_id
+    assert found[1].target == key_id and found[3].details == {"method": "email_link"}
 
 
 def test_the_audit_log_is_readable_by_owners_in_pages_and_by_no_one_else(
@@ -280,7 +285,8 @@ def test_the_audit_log_is_readable_by_owners_in_pages_and_by_no_one_else(
     assert [e["action"] for e in page["entries"]] == ["key_created", "key_created"]
     assert page["entries"][0]["actor"] == owner.user_id and page["next"]
     rest = owner.call("GET", audit, params={"limit": 2, "before": page["next"]}).json()
-    assert [e["details"]["name"] for e in rest["entries"]] == ["k0"] and rest["next"] is None
+    assert [e["action"] for e in rest["entries"]] == ["key_created", "sign_in"]
+    assert rest["entries"][0]["details"]["name"] == "k0" and rest["next"] is None
     assert "sk-dy-" not in str(page) + str(rest)  # names and ids, never a key
 
     assert member.call("GET", audit).status_code == 403  # members do not read the audit log

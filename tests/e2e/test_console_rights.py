@@ -127,7 +127,7 @@ def test_the_export_holds_every_part_and_no_key_or_hash(console: Console, tables
     assert org["usage"]["records"][0]["cost_usd"] == "0.000123"  # money as strings
     audit = org["audit_log"]
     assert audit["scope"] == "organization" and audit["truncated"] is False
-    assert [e["action"] for e in audit["entries"]] == ["key_created"]
+    assert [e["action"] for e in audit["entries"]] == ["key_created", "sign_in"]
     assert document["limits"]["usage_records"] == 8_000
     assert document["limits"]["audit_entries"] == 4_000
 

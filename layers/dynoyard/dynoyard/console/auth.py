@@ -36,6 +36,8 @@ from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.console.validation import LANGUAGES, clean_name, normalized_email, valid_email
 from dynoyard.domain.accounts import Org, UnknownOrg
+from dynoyard.domain.administration import Actor
+from dynoyard.domain.audit import AuditAction
 from dynoyard.domain.email import Email, EmailFailed
 from dynoyard.domain.messages import language_of, sign_in_link
 
@@ -275,21 +277,42 @@ async def email_link_callback(
         user = await sign_up(rt, link.email, name=link.name, verified=True)
     elif not user.verified:  # e.g. made by a provider that had not verified the address
         user = await rt.store.update_user(user.user_id, verified=True) or user
-    return await signed_in_redirect(rt, user)
+    return await signed_in_redirect(request, user, "email_link")
 
 
-async def signed_in_redirect(rt: ConsoleRuntime, user: User) -> Response:
-    """A new session for the user: the cookie set on a 303 to the console. Every way of
-    signing in (email link, OAuth) ends here."""
+async def signed_in_redirect(request: Request, user: User, method: str) -> Response:
+    """A new session for the user: the cookie set on a 303 to the console, and a `sign_in`
+    entry (`method`: email_link, google, discord) in the audit log of each of the user's
+    organizations. Every way of signing in ends here."""
+    rt = runtime(request)
     session_token = secrets.token_urlsafe(32)
     await rt.store.create_session(
         sha256(session_token), user.user_id, user.sessions_epoch, rt.settings.session_ttl_seconds
     )
+    await record_in_users_orgs(request, user.user_id, "sign_in", method=method)
     answer = RedirectResponse(CONSOLE_PATH, status_code=303)
     answer.headers["cache-control"] = "no-store"
     answer.headers["referrer-policy"] = "no-referrer"
     set_session_cookie(answer, session_token, rt.settings)
     return answer
+
+
+async def record_in_users_orgs(
+    request: Request, user_id: str, action: AuditAction, **details: object
+) -> None:
+    """An audit entry of what the user did to their account (signing in, signing out
+    everywhere) in each organization they belong to, where its owners and admins read it."""
+    rt = runtime(request)
+    memberships = await rt.store.user_orgs(user_id)
+    ip = request.client.host if request.client else None
+    await asyncio.gather(
+        *(
+            rt.administration.record(
+                Actor(m.role, user_id, ip=ip), m.org_id, action, user_id, **details
+            )
+            for m in memberships
+        )
+    )
 
 
 async def sign_up(
@@ -380,6 +403,7 @@ async def sign_out_everywhere(
     rt = runtime(request)
     await rt.store.end_all_sessions(caller.user.user_id)
     await rt.store.delete_session(caller.session.session_hash)
+    await record_in_users_orgs(request, caller.user.user_id, "sign_out_everywhere")
     clear_session_cookie(response, rt.settings)
     return {"signed_out": True, "everywhere": True}
 

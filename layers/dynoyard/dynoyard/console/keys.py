@@ -121,9 +121,7 @@ async def rotate_key(
     rt = runtime(request)
     grace = body.grace_seconds if body is not None else 0
     try:
-        rotated = await Administration(rt.admin, rt.clock, rt.admin.audit_log).rotate_key(
-            access.actor, access.org_id, key_id, grace
-        )
+        rotated = await rt.administration.rotate_key(access.actor, access.org_id, key_id, grace)
     except UnknownKey:
         raise not_found("No key with this id in this organization.", "key_not_found") from None
     except KeyNotActive:
@@ -154,9 +152,7 @@ async def revoke_key(request: Request, key_id: str, access: ManageKeys) -> dict[
     missing = not_found("No key with this id in this organization.", "key_not_found")
     try:
         # The use case checks the key is this organization's (another's is not found).
-        await Administration(rt.admin, rt.clock, rt.admin.audit_log).revoke_key(
-            access.actor, access.org_id, key_id
-        )
+        await rt.administration.revoke_key(access.actor, access.org_id, key_id)
     except UnknownKey:
         raise missing from None
     return {"key_id": key_id, "revoked": True}

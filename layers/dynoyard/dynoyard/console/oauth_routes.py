@@ -167,7 +167,7 @@ async def oauth_callback(
     elif not user.verified:  # the provider has verified the address
         user = await rt.store.update_user(user.user_id, verified=True) or user
     await rt.store.link_identity(profile.provider, profile.provider_id, user.user_id)
-    answer = await signed_in_redirect(rt, user)
+    answer = await signed_in_redirect(request, user, profile.provider)
     answer.delete_cookie(
         OAUTH_COOKIE,
         path=COOKIE_PATH,

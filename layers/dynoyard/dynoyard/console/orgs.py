@@ -31,7 +31,6 @@ from dynoyard.domain.accounts import (
 from dynoyard.domain.administration import (
     Action,
     Actor,
-    Administration,
     InvalidRequest,
     can,
 )
@@ -125,7 +124,7 @@ async def patch_settings(
     if "low_balance_usd" in body.model_fields_set:  # given, possibly as null
         low_balance = _threshold(body.low_balance_usd)
     try:
-        org = await Administration(rt.admin, rt.clock, rt.admin.audit_log).change_settings(
+        org = await rt.administration.change_settings(
             access.actor,
             access.org_id,
             cache_enabled=body.cache_enabled,
@@ -150,9 +149,9 @@ async def read_audit(
     `next` is the cursor of the following page, null on the last."""
     rt = runtime(request)
     try:
-        entries, cursor = await Administration(
-            rt.admin, rt.clock, rt.admin.audit_log
-        ).audit_entries(access.actor, access.org_id, before, limit)
+        entries, cursor = await rt.administration.audit_entries(
+            access.actor, access.org_id, before, limit
+        )
     except InvalidAuditQuery as exc:
         raise bad_request(f"Invalid {exc.param}: {exc}.", param=exc.param) from None
     return {"entries": [entry.show() for entry in entries], "next": cursor}

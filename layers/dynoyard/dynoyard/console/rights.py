@@ -27,7 +27,7 @@ from dynoyard.console.errors import ConsoleError, bad_request
 from dynoyard.console.keys import _key_view
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.validation import normalized_email
-from dynoyard.domain.administration import Actor, Administration
+from dynoyard.domain.administration import Actor
 from dynoyard.domain.audit import MAX_PAGE, iso_at
 from dynoyard.domain.money import format_usd
 from dynoyard.domain.rights import (
@@ -51,10 +51,6 @@ def rights_store(rt: ConsoleRuntime) -> RightsStore:
     return RightsStore(
         rt.client, rt.settings.accounts_table, rt.settings.usage_table, rt.admin, rt.clock
     )
-
-
-def administration(rt: ConsoleRuntime) -> Administration:
-    return Administration(rt.admin, rt.clock, rt.admin.audit_log)
 
 
 # -- the export ----------------------------------------------------------------------------
@@ -103,7 +99,7 @@ async def export(request: Request, caller: SignedIn) -> Response:
     ip = request.client.host if request.client else None
     for membership in memberships:
         actor = Actor(membership.role, user.user_id, ip=ip)
-        await administration(rt).record(
+        await rt.administration.record(
             actor, membership.org_id, "export", user.user_id, what="account", format="json"
         )
     day = datetime.fromtimestamp(now, UTC).date().isoformat()
@@ -255,7 +251,7 @@ async def delete_account(
             param="confirm_email",
             code="confirmation_mismatch",
         ) from None
-    summary = await AccountDeletion(rights_store(rt), administration(rt)).delete(_person(caller))
+    summary = await AccountDeletion(rights_store(rt), rt.administration).delete(_person(caller))
     await rt.store.delete_session(caller.session.session_hash)
     clear_session_cookie(response, rt.settings)
     response.headers["cache-control"] = "no-store"

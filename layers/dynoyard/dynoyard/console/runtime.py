@@ -12,6 +12,7 @@ from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
 from dynoyard.adapters.email_settings import EmailSettings
 from dynoyard.console.settings import ConsoleSettings
+from dynoyard.domain.administration import Administration
 from dynoyard.domain.email import EmailSender
 
 
@@ -44,6 +45,12 @@ class ConsoleRuntime:
             clock=self.clock,
             cache_table=self.settings.cache_table,
         )
+
+    @cached_property
+    def administration(self) -> Administration:
+        """The account rules' use cases, recording to the audit log: the one way every
+        console route changes an organization."""
+        return Administration(self.admin, self.clock, self.admin.audit_log)
 
     @cached_property
     def email(self) -> EmailSender:

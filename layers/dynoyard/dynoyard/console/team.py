@@ -27,7 +27,7 @@ from dynoyard.console.errors import ConsoleError, bad_request, forbidden, not_fo
 from dynoyard.console.orgs import OrgAccess, allowed, org_not_found
 from dynoyard.console.validation import clean_name, normalized_email, valid_email
 from dynoyard.domain.accounts import UnknownOrg
-from dynoyard.domain.administration import Administration, NotAllowed
+from dynoyard.domain.administration import NotAllowed
 from dynoyard.domain.email import EmailFailed
 from dynoyard.domain.messages import invitation as invitation_message
 from dynoyard.domain.messages import language_of
@@ -92,7 +92,7 @@ class NewOrgBody(BaseModel):
 
 def team(request: Request) -> Team:
     rt = runtime(request)
-    return Team(rt.store, Administration(rt.admin, rt.clock, rt.admin.audit_log), rt.clock)
+    return Team(rt.store, rt.administration, rt.clock)
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.console.auth import runtime
 from dynoyard.console.errors import bad_request
 from dynoyard.console.orgs import KEY_ID, OrgAccess, allowed
-from dynoyard.domain.administration import Administration
 from dynoyard.domain.audit import free_text
 from dynoyard.domain.usage import (
     RETENTION_DAYS,
@@ -135,7 +134,7 @@ async def usage_export(
             param="model",
         )
     rt = runtime(request)
-    await Administration(rt.admin, rt.clock, rt.admin.audit_log).record(
+    await rt.administration.record(
         access.actor,
         access.org_id,
         "export",
