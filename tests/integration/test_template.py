@@ -88,6 +88,7 @@ DATA_PLANE_GRANTS = {
 # scan, nothing of IP# items, not the provider keys' secret.
 SES_IDENTITY = "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${SesIdentity}"
 CONSOLE_SECRET = "secret:${ConsoleSecretName}-??????"
+STRIPE_SECRET = "secret:${StripeSecretName}-??????"
 CONSOLE_GRANTS = {
     (
         "AccountsTable",
@@ -129,6 +130,24 @@ CONSOLE_GRANTS = {
     ("UsageTable", "dynamodb:UpdateItem", ("ORG#*",)),
     (SES_IDENTITY, "ses:SendEmail", None),
     (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
+    (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
+}
+# The Stripe webhook (dynoyard/billing/, adapters/dynamo/billing_store.py): a movement is one
+# TransactWriteItems of Puts of its ledger entry (ORG#/LEDGER#), its guard (MOVEMENT#) and,
+# with a top-up, its charge (CHARGE#), and the Update of the org's balance; a refund moves
+# the charge's refunded total (UpdateItem, conditional on what GetItem read); Powertools
+# Idempotency's records on the idempotency table; a failed event's id to its dead-letter
+# queue; its own Stripe secret. No Query, no scan, no user or key item, no usage table.
+WEBHOOK_GRANTS = {
+    ("AccountsTable", "dynamodb:GetItem", ("ORG#*", "CHARGE#*")),
+    ("AccountsTable", "dynamodb:PutItem", ("ORG#*", "MOVEMENT#*", "CHARGE#*")),
+    ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*", "CHARGE#*")),
+    ("IdempotencyTable", "dynamodb:GetItem", None),
+    ("IdempotencyTable", "dynamodb:PutItem", None),
+    ("IdempotencyTable", "dynamodb:UpdateItem", None),
+    ("IdempotencyTable", "dynamodb:DeleteItem", None),
+    ("WebhookDeadLetterQueue", "sqs:SendMessage", None),
+    (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
 }
 # A statement kept only when its parameter is set: its condition -> that parameter.
 CONDITIONAL_STATEMENTS = {"HasSesIdentity": "SesIdentity", "HasConsoleSecret": "ConsoleSecretName"}
@@ -136,6 +155,7 @@ EXPECTED_GRANTS = {
     "GatewayFunction": DATA_PLANE_GRANTS,
     "GatewayStreamFunction": DATA_PLANE_GRANTS,
     "ConsoleFunction": CONSOLE_GRANTS,
+    "StripeWebhookFunction": WEBHOOK_GRANTS,
 }
 DATA_PLANE_DYNAMODB_CALLS = {"GetItem", "UpdateItem", "TransactWriteItems", "PutItem"}
 CONSOLE_STORE_DYNAMODB_CALLS = {
@@ -320,16 +340,21 @@ def test_given_the_function_url_when_deployed_then_reserved_concurrency_caps_it(
 
 
 def test_given_the_rest_stage_when_deployed_then_every_method_is_throttled_by_parameters():
+    """The whole stage, and the webhook's own settings (its detailed metrics, which replace
+    the stage's for that method) with the same throttling."""
     parameters = load_template()["Parameters"]
-    (settings,) = _resources()["GatewayApi"]["Properties"]["MethodSettings"]
-    assert settings["ResourcePath"] == "/*" and settings["HttpMethod"] == "*"
-    for key, parameter in (
-        ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit"),
-        ("ThrottlingRateLimit", "ApiThrottlingRateLimit"),
-    ):
-        assert settings[key] == {"Ref": parameter}
-        assert parameters[parameter]["Type"] == "Number"
-        assert int(parameters[parameter]["Default"]) >= 1
+    stage, webhook = _resources()["GatewayApi"]["Properties"]["MethodSettings"]
+    assert stage["ResourcePath"] == "/*" and stage["HttpMethod"] == "*"
+    assert webhook["ResourcePath"] == "/~1webhooks~1stripe" and webhook["HttpMethod"] == "POST"
+    assert webhook["MetricsEnabled"] is True and "MetricsEnabled" not in stage
+    for settings in (stage, webhook):
+        for key, parameter in (
+            ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit"),
+            ("ThrottlingRateLimit", "ApiThrottlingRateLimit"),
+        ):
+            assert settings[key] == {"Ref": parameter}
+            assert parameters[parameter]["Type"] == "Number"
+            assert int(parameters[parameter]["Default"]) >= 1
 
 
 def test_given_tracing_when_configured_then_no_response_or_error_is_captured():
@@ -371,7 +396,7 @@ def test_given_the_app_metrics_when_alarmed_then_namespace_and_service_match_pow
         if resource["Type"] != "AWS::CloudWatch::Alarm":
             continue
         alarm = resource["Properties"]
-        if alarm["Namespace"] == "AWS/Lambda":
+        if alarm["Namespace"].startswith("AWS/"):
             continue
         assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"], logical_id
         assert alarm["Dimensions"] == [
@@ -411,7 +436,8 @@ def test_given_the_dashboard_when_rendered_then_it_is_json_showing_every_alarmed
         if resource["Type"] == "AWS::CloudWatch::Alarm"
         and resource["Properties"]["Namespace"] != "AWS/Lambda"
     }
-    assert {"HoldExceeded", "StoreUnavailable", "SettleFailures"} <= alarmed
+    assert {"HoldExceeded", "StoreUnavailable", "SettleFailures", "WebhookFailures"} <= alarmed
+    assert {"5XXError", "ApproximateNumberOfMessagesVisible"} <= alarmed
     assert alarmed <= shown
 
 
@@ -451,3 +477,131 @@ def test_given_the_rights_store_when_its_calls_and_prefixes_are_listed_then_iam_
     assert {"USER", "ORG", "EMAIL"} <= _console_prefixes("AccountsTable", "dynamodb:Query")
     assert _console_prefixes("UsageTable", "dynamodb:UpdateItem") == {"ORG"}
     assert {"USER", "ORG", "KEY"} <= _console_prefixes("AccountsTable", "dynamodb:UpdateItem")
+
+
+# -- the Stripe webhook ------------------------------------------------------------------
+
+DYNAMO = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo"
+# The adapters the webhook's handling goes through (dynoyard/billing/ reaches DynamoDB only
+# through them), and the calls they make.
+WEBHOOK_STORES = (DYNAMO / "billing_store.py",)
+WEBHOOK_DYNAMODB_CALLS = {"GetItem", "PutItem", "UpdateItem", "TransactWriteItems"}
+
+
+def _webhook_prefixes(action: str) -> set[str]:
+    return {
+        prefix.removesuffix("#*")
+        for resource, granted_action, keys in WEBHOOK_GRANTS
+        if resource == "AccountsTable" and granted_action == action and keys
+        for prefix in keys
+    }
+
+
+def test_given_the_webhook_stores_when_their_dynamodb_calls_are_listed_then_iam_was_written():
+    """A tripwire: a new call in the webhook's stores needs its grant (and a line above)."""
+    text = "\n".join(path.read_text() for path in WEBHOOK_STORES)
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', text)) == WEBHOOK_DYNAMODB_CALLS
+
+
+def test_given_the_webhook_stores_when_their_item_prefixes_are_listed_then_iam_covers_each():
+    """Every partition key prefix the stores name (an f-string "PREFIX#{...}") is granted
+    for every write; an organization's ledger entries live under ORG#."""
+    text = "\n".join(path.read_text() for path in WEBHOOK_STORES)
+    named = set(re.findall(r'f"([A-Z]+)#\{', text)) - {"LEDGER"}  # a sort key only
+    assert named, "the stores name their items"
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"):
+        assert named <= _webhook_prefixes(action) | {"MOVEMENT"}, (action, named)
+    assert named <= _webhook_prefixes("dynamodb:PutItem"), named
+
+
+def test_given_the_webhook_when_routed_then_it_is_post_webhooks_stripe_on_the_same_rest_api():
+    webhook = _functions()["StripeWebhookFunction"]
+    assert webhook["CodeUri"] == "functions/stripe_webhook/"
+    assert webhook["Handler"] == "app.handler"
+    assert (ROOT / "functions" / "stripe_webhook" / "app.py").is_file()
+    # The same runtime and layers as the others (from Globals), nothing of its own.
+    assert not {"Runtime", "Layers", "Architectures", "Role"} & set(webhook)
+    (event,) = webhook["Events"].values()
+    assert event["Type"] == "Api"
+    # No Auth: the Stripe-Signature header is checked by the code.
+    assert event["Properties"] == {
+        "RestApiId": {"Ref": "GatewayApi"},
+        "Path": "/webhooks/stripe",
+        "Method": "POST",
+    }
+    assert "Auth" not in _resources()["GatewayApi"]["Properties"]
+    assert int(webhook["Timeout"]) < 29
+
+
+def test_given_the_stripe_keys_when_wired_then_one_secret_read_by_the_webhook_and_console():
+    """One secret (StripeSecretName) holds STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET, read
+    through DYNOYARD_STRIPE_SECRET as adapters/secrets.py reads every secret; never a key in
+    the template or an environment variable; the gateway functions cannot read it."""
+    template = load_template()
+    parameter = template["Parameters"]["StripeSecretName"]
+    assert parameter["Type"] == "String" and parameter["Default"]
+    functions = _functions()
+    for name in ("StripeWebhookFunction", "ConsoleFunction"):
+        variables = _environment(functions[name])
+        assert variables["DYNOYARD_STRIPE_SECRET"] == {"Ref": "StripeSecretName"}, name
+        assert (STRIPE_SECRET, "secretsmanager:GetSecretValue", None) in EXPECTED_GRANTS[name]
+    for name, properties in functions.items():
+        variables = _environment(properties)
+        assert not {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE"} & set(
+            variables
+        ), name
+    for name in ("GatewayFunction", "GatewayStreamFunction"):
+        assert not any(resource == STRIPE_SECRET for resource, _, _ in EXPECTED_GRANTS[name])
+        assert "DYNOYARD_STRIPE_SECRET" not in _environment(functions[name])
+    assert "whsec_" not in (ROOT / "template.yaml").read_text().replace("whsec_...", "")
+    assert "sk_live_" not in (ROOT / "template.yaml").read_text().replace("sk_live_...", "")
+
+
+def test_given_the_dead_letter_queue_when_deployed_then_encrypted_kept_14_days_and_named():
+    queue = _resources()["WebhookDeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"] == {
+        "MessageRetentionPeriod": 14 * 24 * 3600,
+        "SqsManagedSseEnabled": True,
+    }
+    webhook = _functions()["StripeWebhookFunction"]
+    assert _environment(webhook)["WEBHOOK_DLQ_URL"] == {"Ref": "WebhookDeadLetterQueue"}
+    sends = [grant for grant in WEBHOOK_GRANTS if grant[1].startswith("sqs:")]
+    assert sends == [("WebhookDeadLetterQueue", "sqs:SendMessage", None)]
+
+
+def test_given_the_webhook_when_alarmed_then_errors_5xx_dead_letters_and_failures_page():
+    errors = _alarm("StripeWebhookErrorsAlarm")
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": "StripeWebhookFunction"}}
+    ]
+    five = _alarm("StripeWebhook5xxAlarm")
+    assert (five["Namespace"], five["MetricName"]) == ("AWS/ApiGateway", "5XXError")
+    api_name = _resources()["GatewayApi"]["Properties"]["Name"]
+    assert {d["Name"]: d["Value"] for d in five["Dimensions"]} == {
+        "ApiName": api_name,
+        "Stage": {"Ref": "Stage"},
+        "Resource": "/webhooks/stripe",
+        "Method": "POST",
+    }
+    depth = _alarm("WebhookDeadLettersAlarm")
+    assert (depth["Namespace"], depth["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert depth["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}}
+    ]
+    assert (depth["Statistic"], depth["Threshold"]) == ("Maximum", 0)
+    assert depth["ComparisonOperator"] == "GreaterThanThreshold"
+    failures = _alarm("WebhookFailuresAlarm")
+    assert (failures["Namespace"], failures["MetricName"]) == ("Dynoyard", "WebhookFailures")
+    for alarm in (errors, five, failures):
+        assert (alarm["Statistic"], alarm["Threshold"], alarm["Period"]) == ("Sum", 1, 300)
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    for alarm in (errors, five, depth, failures):
+        assert alarm["TreatMissingData"] == "notBreaching" and alarm["EvaluationPeriods"] == 1
+    body = _resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for shown in ("${StripeWebhookFunction}", "${WebhookDeadLetterQueue.QueueName}", "5XXError"):
+        assert shown in body, shown
