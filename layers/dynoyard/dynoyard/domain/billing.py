@@ -121,6 +121,27 @@ class Movement(Entry):
         return Entry(**fields)
 
 
+# The ledger's history, a page at a time (the console and `dynoyard billing history`).
+DEFAULT_HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 200
+
+
+class InvalidLedgerQuery(ValueError):
+    """A history query the ledger refuses: a limit out of range or a cursor it did not hand
+    out. `param` names the field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def check_history_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidLedgerQuery("limit must be an integer", "limit")
+    if not 1 <= limit <= MAX_HISTORY_PAGE:
+        raise InvalidLedgerQuery(f"limit must be between 1 and {MAX_HISTORY_PAGE}", "limit")
+
+
 class UnknownOrgForMovement(Exception):
     """The movement names an organization that does not exist: nothing was applied."""
 
@@ -148,7 +169,13 @@ class LedgerStore(Protocol):
         self, charge_id: str, org_id: str, cumulative_cents: int, movement: Movement
     ) -> bool: ...
 
-    async def set_customer(self, org_id: str, customer_id: str) -> str: ...
+    async def set_customer(self, org_id: str, customer_id: str) -> str:
+        """Sets the organization's Stripe customer once; returns the one that won."""
+        ...
+
+    async def customer(self, org_id: str) -> str | None:
+        """The organization's Stripe customer, if it has one."""
+        ...
 
 
 # -- what Stripe is asked --------------------------------------------------------------

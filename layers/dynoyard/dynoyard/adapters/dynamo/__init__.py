@@ -13,6 +13,7 @@ from typing import Any
 
 from dynoyard.adapters.dynamo.admin import AccountsAdmin
 from dynoyard.adapters.dynamo.audit_store import DynamoAuditLog
+from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.ledger import HotPath
 from dynoyard.adapters.dynamo.usage import UsageRecords
@@ -41,6 +42,11 @@ class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
     def audit_log(self) -> DynamoAuditLog:
         """The audit log (adapters/dynamo/audit_store.py), on the same client and clock."""
         return DynamoAuditLog(self._db, self.accounts_table, clock=self._clock)
+
+    @cached_property
+    def billing(self) -> BillingStore:
+        """The ledger of money movements (adapters/dynamo/billing_store.py)."""
+        return BillingStore(self._db, self.accounts_table)
 
     async def aclose(self) -> None:
         await self._db.aclose()

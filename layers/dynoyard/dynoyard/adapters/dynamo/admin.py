@@ -138,11 +138,15 @@ class AccountsAdmin(CacheTable):
 
     async def grant_credits(self, org_id: str, amount: Decimal, reason: str) -> Org:
         """Add (or, negative, take) credits; the ledger line and the balance move together."""
-        entry = {
+        at, movement_id = now_iso(), secrets.token_hex(8)
+        entry = {  # the ledger entry's shape (billing_store.py), kind "grant"
             "pk": f"ORG#{org_id}",
-            "sk": f"LEDGER#{now_iso()}#{secrets.token_hex(8)}",
+            "sk": f"LEDGER#{at}#{movement_id}",
+            "movement_id": movement_id,
             "kind": "grant",
             "amount_usd": amount,
+            "currency": "usd",
+            "at": at,
             "reason": reason,
         }
         balance = {
