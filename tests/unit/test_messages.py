@@ -14,6 +14,7 @@ from dynoyard.domain.messages import (
     invitation,
     language_of,
     low_balance,
+    recharge_failed,
     sign_in_link,
     welcome,
 )
@@ -63,6 +64,10 @@ BUILDERS: dict[str, Builder] = {
     "sign-in": lambda lang: sign_in_link(TO, LINK, lang, 15, new_account=False),
     "invitation": lambda lang: invitation(TO, "Acme Labs", "Grace Hopper", LINK, lang, 7),
     "low-balance": lambda lang: low_balance(TO, "Acme Labs", "1.250000", "5", LINK, lang),
+    "recharge-declined": lambda lang: recharge_failed(
+        TO, "Acme Labs", "declined", "20", "100", LINK, lang
+    ),
+    "recharge-cap": lambda lang: recharge_failed(TO, "Acme Labs", "cap", "20", "100", LINK, lang),
 }
 LANGUAGES: list[Language] = ["en", "zh-CN"]
 

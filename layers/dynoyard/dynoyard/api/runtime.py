@@ -49,6 +49,7 @@ class Runtime:
             keys=store,
             ledger=store,
             cache=store,
+            alerts=store,
             upstream=AiohttpUpstream(
                 self.provider_keys,
                 connect_timeout=self.settings.upstream_connect_timeout,

@@ -12,6 +12,7 @@ timeout, so it is settled by the gateway rather than killed by Lambda mid-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import anyio
 
 from dynoyard.domain import errors
+from dynoyard.domain.alerts import alert_change
 from dynoyard.domain.cache import (
     CacheStatus,
     ResponseCache,
@@ -47,12 +49,14 @@ from dynoyard.domain.metering import (
     usage_from,
 )
 from dynoyard.domain.ports import (
+    AlertMarks,
     CacheEntry,
     Hold,
     InsufficientBalance,
     KeyStore,
     Ledger,
     Observer,
+    OrgClosed,
     RateLimited,
     SpendCapReached,
     StoreUnavailable,
@@ -121,6 +125,7 @@ class Gateway:
         max_response_bytes: int = 6 * 1024 * 1024,
         deadline_seconds: float = 25.0,
         resilience: Resilience | None = None,
+        alerts: AlertMarks | None = None,
     ) -> None:
         self.catalog = catalog
         self._keys = keys
@@ -134,6 +139,7 @@ class Gateway:
         self._deadline_seconds = deadline_seconds
         # Retries and circuit breakers: in memory, per warm instance.
         self._resilience = resilience or Resilience()
+        self._alerts = alerts  # the low-balance alert and auto-recharge; None: neither
 
     # -- authentication and models -------------------------------------------------
 
@@ -216,6 +222,9 @@ class Gateway:
                 call.hold = await self._ledger.hold(key.org_id, amount, key, tokens)
             except InsufficientBalance:
                 raise errors.insufficient_quota() from None
+            except OrgClosed:
+                # Its owner deleted the account: its keys are as good as revoked.
+                raise errors.invalid_api_key() from None
             except RateLimited as limited:
                 raise errors.rate_limited(limited) from None
             except SpendCapReached as reached:
@@ -506,7 +515,29 @@ class Gateway:
             self._observer.hold_exceeded(record, call.held)
         if failure is not None:
             self._observer.settle_failed(record, failure)
+        else:
+            await self._mark_alerts(call)
         self._observer.request_finished(record)
+
+    async def _mark_alerts(self, call: Call) -> None:
+        """The hold's answer said the balance, the thresholds and the alerts' states: a
+        write only on the request that crosses a threshold (or the first after a credit
+        lifted the balance back), never on the others."""
+        hold = call.hold
+        if self._alerts is None or hold is None or hold.balance_after is None:
+            return
+        balance = hold.balance_after + call.held - call.record.cost_usd  # after the settle
+        for kind, threshold, state in (
+            ("low_balance", hold.low_balance_usd, hold.low_balance_state),
+            ("recharge", hold.recharge_usd, hold.recharge_state),
+        ):
+            change = alert_change(balance, threshold, state)
+            # A failed write leaves the state as it was: the next request tries again.
+            with contextlib.suppress(Exception):
+                if change == "due":
+                    await self._alerts.mark_alert_due(call.record.org_id, kind)
+                elif change == "rearm":
+                    await self._alerts.rearm_alert(call.record.org_id, kind)
 
 
 def _new_call(key: ApiKey, endpoint: Endpoint, client_ip: str, request_id: str) -> Call:

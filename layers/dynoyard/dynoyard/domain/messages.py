@@ -223,6 +223,56 @@ def low_balance(
     )
 
 
+def recharge_failed(
+    to: str,
+    org_name: str,
+    why: str,
+    amount_usd: str,
+    monthly_cap_usd: str,
+    link: str,
+    language: Language,
+) -> Email:
+    """Auto-recharge did not top up: the card was declined ("declined"), or the recharge
+    would pass the organization's monthly cap ("cap")."""
+    org = _inline(org_name)
+    amount, cap = _usd(amount_usd), _usd(monthly_cap_usd)
+    if _zh(language):
+        reason = (
+            f"本月的自动充值已达到每月上限 {cap}。"
+            if why == "cap"
+            else "你保存的银行卡被拒绝了，请更换银行卡或联系发卡行。"
+        )
+        return _render(
+            to,
+            language,
+            f"自动充值失败：{org} 未能充值 {amount}",
+            [
+                f"组织「{org}」的余额低于自动充值阈值，但未能自动充值 {amount}。",
+                reason,
+                "在再次充值之前，余额不足时请求会被拒绝。你可以手动充值：",
+                _Link(link, "充值"),
+            ],
+        )
+    reason = (
+        f"This month's automatic recharges have reached the monthly cap of {cap}."
+        if why == "cap"
+        else "The saved card was declined: update the card or contact its bank."
+    )
+    return _render(
+        to,
+        language,
+        f"Auto-recharge failed: {org} was not topped up with {amount}",
+        [
+            f"The balance of the organization “{org}” fell below its auto-recharge "
+            f"threshold, but the automatic top-up of {amount} did not happen.",
+            reason,
+            "Until credits are added, requests are refused once the balance can not cover "
+            "them. You can add credits yourself:",
+            _Link(link, "Add credits"),
+        ],
+    )
+
+
 # -- rendering -----------------------------------------------------------------------
 
 

@@ -47,6 +47,12 @@ class Hold:
     cache_ttl_seconds: int | None = None  # the org's opt-in response cache; None: off
     limits: tuple[LimitState, ...] = ()
     key_charge: KeyCharge | None = None
+    # For the alerts (domain/alerts.py), as the hold's write answered: no extra read.
+    balance_after: Decimal | None = None  # the org's balance once this hold was taken
+    low_balance_usd: Decimal | None = None  # the low-balance threshold; None: no alert
+    low_balance_state: str | None = None  # "armed" (or absent), "due" or "sent"
+    recharge_usd: Decimal | None = None  # auto-recharge's threshold when it is on
+    recharge_state: str | None = None  # "armed" (or absent), "due", "sent" or "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,10 @@ class SpendCapReached(Exception):
 
 class InsufficientBalance(Exception):
     """The organization's balance can not cover the hold."""
+
+
+class OrgClosed(Exception):
+    """The organization is closed (its last owner deleted the account): no hold is taken."""
 
 
 class RateLimited(Exception):
@@ -109,9 +119,10 @@ class Ledger(Protocol):
     async def hold(
         self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
     ) -> Hold:
-        """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance), and
-        count the request against the organization's and the key's limits and caps (else
-        RateLimited); no extra round trip for a key without limits."""
+        """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance) and
+        add it to the org's `held_usd` in the same write, refuse a closed organization
+        (OrgClosed), and count the request against the organization's and the key's limits
+        and caps (else RateLimited); no extra round trip for a key without limits."""
 
     async def settle(
         self,
@@ -120,9 +131,21 @@ class Ledger(Protocol):
         key_charge: KeyCharge | None = None,
         cache_entry: CacheEntry | None = None,
     ) -> None:
-        """Return `held - record.cost_usd` to the balance (and what the key's caps held
-        beyond what was used), store the record and the cache entry, atomically and at most
-        once per request id."""
+        """Return `held - record.cost_usd` to the balance and take `held` off `held_usd`
+        (and what the key's caps held beyond what was used), store the record and the cache
+        entry, atomically and at most once per request id."""
+
+
+class AlertMarks(Protocol):
+    """The alerts' marks on an organization (adapters/dynamo/alerts_store.py)."""
+
+    async def mark_alert_due(self, org_id: str, kind: str) -> bool:
+        """Sets the org's `<kind>_state` to "due" unless it is already due, sent or failed,
+        with the alert's marker, in one transaction: True for the one write that won."""
+
+    async def rearm_alert(self, org_id: str, kind: str) -> bool:
+        """Sets the state back to "armed" if the balance is at or above the kind's
+        threshold (a credit lifted it): True if it was re-armed now."""
 
 
 class UpstreamResponse(Protocol):

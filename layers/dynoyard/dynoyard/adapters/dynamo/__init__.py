@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from dynoyard.adapters.dynamo.admin import AccountsAdmin
+from dynoyard.adapters.dynamo.alerts_store import AlertItems
 from dynoyard.adapters.dynamo.audit_store import DynamoAuditLog
 from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
@@ -20,7 +21,7 @@ from dynoyard.adapters.dynamo.usage import UsageRecords
 from dynoyard.settings import GatewaySettings
 
 
-class DynamoStore(HotPath, AccountsAdmin, UsageRecords):
+class DynamoStore(HotPath, AccountsAdmin, UsageRecords, AlertItems):
     """Every method is a coroutine; `BlockingStore` runs them for synchronous callers."""
 
     def __init__(

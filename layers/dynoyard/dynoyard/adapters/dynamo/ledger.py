@@ -4,6 +4,12 @@ The hot path makes at most three round trips: GetItem on the key (usually cached
 process), one conditional UpdateItem for the hold, one TransactWriteItems for the settle.
 A key's "last used" hour rides on the settle: once an hour per key and warm instance, the
 settle's transaction also SETs the key item's `last_used_hour`, never an extra round trip.
+
+Holds in flight are on the org item too: the hold's write ADDs its amount to `held_usd`, and
+the settle's transaction takes it off again (with the unused part returned to the balance),
+so `balance_usd + held_usd` moves only by what requests cost and `dynoyard billing
+reconcile` can balance the ledger while requests are in flight. The settle is conditioned on
+its usage record not existing yet, so a settle sent twice releases the hold once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dynoyard.domain.ports import (
     InsufficientBalance,
     KeyCharge,
     LimitState,
+    OrgClosed,
     RateLimited,
     SpendCapReached,
     StoreUnavailable,
@@ -115,6 +122,8 @@ class HotPath:
             taken, item = await self._hold_once(org_id, amount, minute, in_window=True)
             if taken:
                 return _hold_from(item, amount, now)
+            if "closed_at" in item:
+                raise OrgClosed(org_id)
             limit, balance = item.get("rate_limit_rpm"), item.get("balance_usd")
             if balance is None or balance < amount or limit is None:
                 raise InsufficientBalance(org_id)
@@ -220,20 +229,23 @@ class HotPath:
         self, org_id: str, amount: Decimal, minute: int, in_window: bool
     ) -> tuple[bool, dict[str, Any]]:
         """(True, the item after the write) if the hold was taken; else (False, the item as
-        it was), to tell why not."""
+        it was), to tell why not. The amount moves from `balance_usd` to `held_usd`; a closed
+        organization (account deletion's `closed_at`) takes none."""
         if in_window:
-            update = "SET balance_usd = balance_usd - :amount ADD rpm_count :one"
+            update = "SET balance_usd = balance_usd - :amount ADD rpm_count :one, held_usd :amount"
             condition = (
-                "balance_usd >= :amount AND (attribute_not_exists(rate_limit_rpm)"
+                "attribute_not_exists(closed_at) AND balance_usd >= :amount"
+                " AND (attribute_not_exists(rate_limit_rpm)"
                 " OR (rpm_minute = :minute AND rpm_count < rate_limit_rpm))"
             )
         else:
             update = (
                 "SET balance_usd = balance_usd - :amount, rpm_minute = :minute, rpm_count = :one"
+                " ADD held_usd :amount"
             )
             condition = (
-                "balance_usd >= :amount AND (attribute_not_exists(rpm_minute)"
-                " OR rpm_minute < :minute)"
+                "attribute_not_exists(closed_at) AND balance_usd >= :amount"
+                " AND (attribute_not_exists(rpm_minute) OR rpm_minute < :minute)"
             )
         return await self._update_if(
             {
@@ -283,15 +295,9 @@ class HotPath:
             "ConditionExpression": "attribute_not_exists(pk)",
         }
         writes: list[dict[str, Any]] = [{"Put": put}]
-        refund = held - record.cost_usd
-        if refund:
-            refund_update = {
-                "TableName": self.accounts_table,
-                "Key": org_key(record.org_id),
-                "UpdateExpression": "ADD balance_usd :refund",
-                "ExpressionAttributeValues": {":refund": num(refund)},
-            }
-            writes.append({"Update": refund_update})
+        org_update = _release(self.accounts_table, record, held)
+        if org_update is not None:
+            writes.append({"Update": org_update})
         if key_charge is not None:
             for update in _key_updates(self.accounts_table, key_charge, record):
                 writes.append({"Update": update})
@@ -310,6 +316,22 @@ class HotPath:
             if len(self._marked_hours) >= MARKED_KEYS:
                 self._marked_hours.clear()
             self._marked_hours[key_charge.mark_used] = int(key_charge.taken_at // 3600)
+
+
+def _release(table: str, record: UsageRecord, held: Decimal) -> dict[str, Any] | None:
+    """The settle's write on the org item: the hold leaves `held_usd`, and what the request
+    did not use goes back to the balance (negative when the upstream charged past the
+    hold). None when there was no hold and nothing was charged (a request refused early)."""
+    moves = {"balance_usd": held - record.cost_usd, "held_usd": -held}
+    moves = {name: amount for name, amount in moves.items() if amount}
+    if not moves:
+        return None
+    return {
+        "TableName": table,
+        "Key": org_key(record.org_id),
+        "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in moves),
+        "ExpressionAttributeValues": {f":{name}": num(amount) for name, amount in moves.items()},
+    }
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey | None:
@@ -355,7 +377,18 @@ def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
         )
     cache_on = bool(org.get("cache_enabled", False))
     ttl = int(org.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS))
-    return Hold(amount=amount, cache_ttl_seconds=ttl if cache_on else None, limits=limits)
+    recharge = org.get("auto_recharge") or {}
+    recharge_on = bool(recharge.get("enabled")) and bool(recharge.get("payment_method"))
+    return Hold(
+        amount=amount,
+        cache_ttl_seconds=ttl if cache_on else None,
+        limits=limits,
+        balance_after=org.get("balance_usd"),
+        low_balance_usd=org.get("low_balance_usd"),
+        low_balance_state=org.get("low_balance_state"),
+        recharge_usd=recharge.get("threshold_usd") if recharge_on else None,
+        recharge_state=org.get("recharge_state"),
+    )
 
 
 def _key_item_key(key_hash: str) -> dict[str, Any]:
