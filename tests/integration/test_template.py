@@ -132,15 +132,16 @@ CONSOLE_GRANTS = {
     (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
     (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
 }
-# The Stripe webhook (dynoyard/billing/, adapters/dynamo/billing_store.py): a movement is one
-# TransactWriteItems of Puts of its ledger entry (ORG#/LEDGER#), its guard (MOVEMENT#) and,
-# with a top-up, its charge (CHARGE#), and the Update of the org's balance; a refund moves
-# the charge's refunded total (UpdateItem, conditional on what GetItem read); Powertools
-# Idempotency's records on the idempotency table; a failed event's id to its dead-letter
-# queue; its own Stripe secret. No Query, no scan, no user or key item, no usage table.
+# The Stripe webhook (domain/billing.py BillingEvents through adapters/dynamo/billing_store.py
+# `apply` and `charge`): a movement is one TransactWriteItems of Puts of its guard
+# (MOVEMENT#) and its ledger entry (ORG#/LEDGER#) and Updates of the org's balance and of the
+# charge (CHARGE#: written with a top-up, its refunded total moved conditionally on what
+# GetItem read); Powertools Idempotency's records on the idempotency table; a failed event's
+# id to its dead-letter queue; its own Stripe secret. No Query, no scan, no user or key item,
+# no usage table.
 WEBHOOK_GRANTS = {
-    ("AccountsTable", "dynamodb:GetItem", ("ORG#*", "CHARGE#*")),
-    ("AccountsTable", "dynamodb:PutItem", ("ORG#*", "MOVEMENT#*", "CHARGE#*")),
+    ("AccountsTable", "dynamodb:GetItem", ("CHARGE#*",)),
+    ("AccountsTable", "dynamodb:PutItem", ("ORG#*", "MOVEMENT#*")),
     ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*", "CHARGE#*")),
     ("IdempotencyTable", "dynamodb:GetItem", None),
     ("IdempotencyTable", "dynamodb:PutItem", None),
@@ -482,36 +483,45 @@ def test_given_the_rights_store_when_its_calls_and_prefixes_are_listed_then_iam_
 # -- the Stripe webhook ------------------------------------------------------------------
 
 DYNAMO = ROOT / "layers" / "dynoyard" / "dynoyard" / "adapters" / "dynamo"
-# The adapters the webhook's handling goes through (dynoyard/billing/ reaches DynamoDB only
-# through them), and the calls they make.
-WEBHOOK_STORES = (DYNAMO / "billing_store.py",)
-WEBHOOK_DYNAMODB_CALLS = {"GetItem", "PutItem", "UpdateItem", "TransactWriteItems"}
+# The ledger's store: the webhook applies movements (`apply`: TransactWriteItems of Puts of
+# MOVEMENT# and ORG#/LEDGER#, Updates of ORG# and CHARGE#) and reads charges (`charge`:
+# GetItem of CHARGE#); the console sets the Stripe customer (`set_customer`: UpdateItem,
+# `customer`: GetItem of ORG#) and reads the history (`history`, `entries`: Query of ORG#).
+BILLING_STORE = DYNAMO / "billing_store.py"
+BILLING_STORE_DYNAMODB_CALLS = {"TransactWriteItems", "GetItem", "UpdateItem", "Query"}
 
 
-def _webhook_prefixes(action: str) -> set[str]:
+def _granted(grants: set[tuple[str, str, Any]], action: str) -> set[str]:
     return {
         prefix.removesuffix("#*")
-        for resource, granted_action, keys in WEBHOOK_GRANTS
+        for resource, granted_action, keys in grants
         if resource == "AccountsTable" and granted_action == action and keys
         for prefix in keys
     }
 
 
-def test_given_the_webhook_stores_when_their_dynamodb_calls_are_listed_then_iam_was_written():
-    """A tripwire: a new call in the webhook's stores needs its grant (and a line above)."""
-    text = "\n".join(path.read_text() for path in WEBHOOK_STORES)
-    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', text)) == WEBHOOK_DYNAMODB_CALLS
+def test_given_the_billing_store_when_its_dynamodb_calls_are_listed_then_iam_was_written():
+    """A tripwire: a new call in the ledger's store needs its grant (and a line above)."""
+    calls = set(re.findall(r'_db\.call\(\s*"(\w+)"', BILLING_STORE.read_text()))
+    assert calls == BILLING_STORE_DYNAMODB_CALLS
 
 
-def test_given_the_webhook_stores_when_their_item_prefixes_are_listed_then_iam_covers_each():
-    """Every partition key prefix the stores name (an f-string "PREFIX#{...}") is granted
-    for every write; an organization's ledger entries live under ORG#."""
-    text = "\n".join(path.read_text() for path in WEBHOOK_STORES)
-    named = set(re.findall(r'f"([A-Z]+)#\{', text)) - {"LEDGER"}  # a sort key only
-    assert named, "the stores name their items"
-    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"):
-        assert named <= _webhook_prefixes(action) | {"MOVEMENT"}, (action, named)
-    assert named <= _webhook_prefixes("dynamodb:PutItem"), named
+def test_given_the_billing_store_when_its_item_prefixes_are_listed_then_iam_covers_each():
+    """The partition keys the store names: a movement's guard and entry are Put, the balance
+    and the charge Updated, the charge read, by the webhook; the console reads and updates
+    the org item and queries its ledger."""
+    text = BILLING_STORE.read_text()
+    named = set(re.findall(r'"pk": f"([A-Z]+)#\{', text)) | set(
+        re.findall(r'\{"S": f"([A-Z]+)#\{', text)
+    )
+    assert named == {"MOVEMENT", "ORG", "CHARGE"}, named
+    assert "org_key(" in text  # the org item, ORG#<org_id>
+    assert {"MOVEMENT", "ORG"} <= _granted(WEBHOOK_GRANTS, "dynamodb:PutItem")
+    assert {"ORG", "CHARGE"} <= _granted(WEBHOOK_GRANTS, "dynamodb:UpdateItem")
+    assert {"CHARGE"} <= _granted(WEBHOOK_GRANTS, "dynamodb:GetItem")
+    assert "ORG" in _granted(CONSOLE_GRANTS, "dynamodb:UpdateItem")
+    assert "ORG" in _granted(CONSOLE_GRANTS, "dynamodb:GetItem")
+    assert "ORG" in _granted(CONSOLE_GRANTS, "dynamodb:Query")
 
 
 def test_given_the_webhook_when_routed_then_it_is_post_webhooks_stripe_on_the_same_rest_api():
