@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +32,7 @@ from dynoyard.domain.administration import (
     KeyNotActive,
     NotAllowed,
 )
+from dynoyard.domain.alerts import ALERT_KINDS, Alerts, Recharger
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
@@ -183,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     daily.add_argument("--org", required=True)
     daily.add_argument("--since", type=_since, help="ISO 8601 date (UTC)")
 
+    billing = commands.add_parser("billing", help="money: alerts and recharges").add_subparsers(
+        dest="action", required=True
+    )
+    billing.add_parser(
+        "alerts",
+        help="email the due low-balance alerts and run the due auto-recharges, once each",
+    )
+
     audit = commands.add_parser("audit", help="an organization's audit log, newest first")
     audit.add_argument("--org", required=True)
     audit.add_argument("--limit", type=_positive_int, default=50, help="entries (default 50)")
@@ -243,7 +253,40 @@ def _grant(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     org = _administer(
         store, lambda admin: admin.grant_credits(OPERATOR, args.org, args.usd, args.reason)
     )
+    # A grant that lifts the balance above a threshold re-arms its alert.
+    for kind in ALERT_KINDS:
+        store.rearm_alert(org.org_id, kind)
     return {"org_id": org.org_id, "balance_usd": format_usd(org.balance_usd)}
+
+
+def _alerts(store: BlockingStore) -> dict[str, Any]:
+    """`billing alerts`: what the scheduled cleanup runs, now."""
+    from dynoyard.adapters.dynamo.alerts_store import OrgManagers
+    from dynoyard.adapters.dynamo.console_store import ConsoleStore
+    from dynoyard.adapters.email_settings import EmailSettings
+    from dynoyard.console.settings import ConsoleSettings
+
+    console = ConsoleSettings()
+    dynamo = store.store
+    managers = OrgManagers(ConsoleStore(dynamo._db, dynamo.accounts_table))
+    email = EmailSettings(outbox_dir=console.outbox_dir).sender()
+    alerts = Alerts(dynamo, managers, email, console.public_url, _payments())
+
+    async def run() -> dict[str, Any]:
+        try:
+            now = time.time()
+            sent = await alerts.send_due_alerts(now)
+            recharges = await alerts.run_due_recharges(now)
+            return {"low_balance": sent.show(), "recharge": recharges.show()}
+        finally:
+            await dynamo.aclose()
+
+    return asyncio.run(run())
+
+
+def _payments() -> Recharger | None:
+    """Stripe, when its secret key is configured; else recharges stay due."""
+    return None
 
 
 def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[T]]) -> T:
@@ -337,8 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "audit":
             _audit(args, store, sys.stdout)
             return 0
-        handlers = {"org": _org_command, "key": _key_command, "credits": _grant}
-        result = handlers[args.group](args, store)
+        if args.group == "billing" and args.action == "alerts":
+            result = _alerts(store)
+        else:
+            handlers = {"org": _org_command, "key": _key_command, "credits": _grant}
+            result = handlers[args.group](args, store)
     except CliError as exc:
         return _fail(str(exc))
     except UnknownOrg as exc:
