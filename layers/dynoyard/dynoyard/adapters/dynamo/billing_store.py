@@ -40,6 +40,7 @@ from dynoyard.domain.billing import (
     RefundRaced,
     RefundStep,
     UnknownOrgForMovement,
+    cents_to_usd,
     check_history_limit,
 )
 
@@ -180,10 +181,19 @@ class BillingStore:
     async def record_refund(
         self, charge_id: str, org_id: str, cumulative_cents: int, movement: Movement
     ) -> bool:
-        """Applies a refund movement, moving the charge item from what it says now."""
+        """Applies a refund of the charge up to `cumulative_cents`: the movement, for the
+        amount beyond what the charge item says was refunded (False: nothing beyond)."""
         known = await self.charge(charge_id)
-        step = RefundStep(charge_id, known.refunded_cents if known else None, cumulative_cents)
-        return await self.apply(replace(movement, org_id=org_id, refund=step, charge=None))
+        read = known.refunded_cents if known else None
+        delta = cumulative_cents - (read or 0)
+        if delta <= 0:
+            return False
+        step = RefundStep(charge_id, read, cumulative_cents)
+        return await self.apply(
+            replace(
+                movement, org_id=org_id, amount_usd=-cents_to_usd(delta), refund=step, charge=None
+            )
+        )
 
     async def set_customer(self, org_id: str, customer_id: str) -> str:
         try:
