@@ -132,6 +132,8 @@ class StandIn:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: dict[str, list[Delivery]] = field(default_factory=dict)
     idempotent: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
+    # The HTTP libraries API calls came through (the `stripe` library names its own).
+    http_libraries: set[str] = field(default_factory=set)
     # Which session a payment intent paid, for the session's async settlement.
     _session_cards: dict[str, str] = field(default_factory=dict)
 
@@ -442,6 +444,11 @@ def standin(request: Request) -> StandIn:
 
 
 def _authorized(request: Request) -> None:
+    try:
+        agent = json.loads(request.headers.get("x-stripe-client-user-agent", "{}"))
+        standin(request).http_libraries.add(str(agent.get("httplib", "unknown")))
+    except (ValueError, AttributeError):
+        standin(request).http_libraries.add("unknown")
     known = standin(request).secret_key
     header = request.headers.get("authorization", "")
     key = header.removeprefix("Bearer ").strip()
@@ -657,6 +664,7 @@ async def list_events(request: Request) -> Response:
     return _json(
         {
             "object": "list",
+            "http_libraries": sorted(state.http_libraries),
             "data": [
                 {
                     **event,
