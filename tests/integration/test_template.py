@@ -67,10 +67,14 @@ SECRET = "secret:${ProviderKeysSecretName}-??????"
 # PutItem on usage (the settle; IAM authorizes each contained action), PutItem on usage when
 # nothing is refunded; the provider keys from one secret; the opt-in response cache
 # (adapters/dynamo/cache.py): GetItem and PutItem (in the settle) on ORG#<id> partitions.
+# The alerts (adapters/dynamo/alerts_store.py): the crossing request marks one due, the
+# org's state (UpdateItem) and its marker ALERT#<kind> (PutItem) in one TransactWriteItems,
+# and a credit's next request re-arms it (UpdateItem of ORG#).
 # Nothing else: no Query, no index, no idempotency table.
 DATA_PLANE_GRANTS = {
     ("AccountsTable", "dynamodb:GetItem", ("KEY#*",)),
     ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*", "KEY#*", "IP#*")),
+    ("AccountsTable", "dynamodb:PutItem", ("ALERT#*",)),
     ("UsageTable", "dynamodb:PutItem", None),
     ("CacheTable", "dynamodb:GetItem", ("ORG#*",)),
     ("CacheTable", "dynamodb:PutItem", ("ORG#*",)),
@@ -615,3 +619,16 @@ def test_given_the_webhook_when_alarmed_then_errors_5xx_dead_letters_and_failure
     body = _resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     for shown in ("${StripeWebhookFunction}", "${WebhookDeadLetterQueue.QueueName}", "5XXError"):
         assert shown in body, shown
+
+
+def test_given_the_gateways_alert_marks_when_listed_then_iam_covers_their_items():
+    """A tripwire: the data plane's alert marks (mark_alert_due, rearm_alert) are a
+    TransactWriteItems (Update ORG#, Put ALERT#) and an UpdateItem of ORG#."""
+    text = (DYNAMO / "alerts_store.py").read_text()
+    marks = text[text.index("async def mark_alert_due") : text.index("async def claim_alert")]
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', marks)) == {"TransactWriteItems"}
+    assert 'f"ALERT#{kind}"' in text and "org_key(org_id)" in marks
+    assert ("AccountsTable", "dynamodb:PutItem", ("ALERT#*",)) in DATA_PLANE_GRANTS
+    assert "ORG" in _granted(DATA_PLANE_GRANTS, "dynamodb:UpdateItem")
+    set_state = text[text.index("async def _set_state") : text.index("async def due_alerts")]
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', set_state)) == {"UpdateItem"}
