@@ -61,6 +61,7 @@ def test_given_the_issue_when_the_actions_are_listed_then_exactly_these_names():
         "credits_granted",
         "export",
         "deletion_requested",
+        "checkout_created",
     }
     assert set(DETAIL_KEYS) == set(AUDIT_ACTIONS)
     assert AUDIT_RETENTION_DAYS == 400

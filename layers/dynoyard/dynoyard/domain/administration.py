@@ -48,6 +48,8 @@ Action = Literal[
     "leave_org",
     "read_audit",
     "grant_credits",
+    "read_billing",
+    "manage_billing",
 ]
 MAX_KEY_DAYS = 3650
 MAX_GRACE_SECONDS = 86_400  # how long a rotated key may keep working: at most a day
@@ -67,6 +69,9 @@ _MANAGERS: frozenset[Action] = frozenset(
         "manage_members",
         "read_audit",
         "leave_org",
+        # The ledger (card brands, last fours, Stripe ids) and top-ups: managers only.
+        "read_billing",
+        "manage_billing",
     }
 )
 PERMISSIONS: dict[str, frozenset[Action]] = {

@@ -40,6 +40,7 @@ AuditAction = Literal[
     "credits_granted",
     "export",
     "deletion_requested",
+    "checkout_created",
 ]
 AUDIT_ACTIONS: tuple[AuditAction, ...] = get_args(AuditAction)
 
@@ -68,6 +69,8 @@ DETAIL_KEYS: dict[AuditAction, frozenset[str]] = {
     # what: "usage" (the range and filters of a usage export) or the account's own export.
     "export": frozenset({"what", "format", "since", "until", "key_id", "model"}),
     "deletion_requested": frozenset({"what"}),
+    # A Stripe Checkout Session started (credits come only from its paid webhook event).
+    "checkout_created": frozenset({"amount_usd", "save_card"}),
 }
 
 AUDIT_RETENTION_DAYS = 400
