@@ -1,0 +1,1 @@
+"""The Stripe webhook (webhook.py): verified Stripe events applied to the ledger."""
