@@ -62,6 +62,7 @@ def test_given_the_issue_when_the_actions_are_listed_then_exactly_these_names():
         "export",
         "deletion_requested",
         "checkout_created",
+        "auto_recharge_changed",
     }
     assert set(DETAIL_KEYS) == set(AUDIT_ACTIONS)
     assert AUDIT_RETENTION_DAYS == 400

@@ -10,7 +10,16 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dynoyard import __version__
-from dynoyard.console import auth, keys, oauth_routes, orgs, rights, team, usage
+from dynoyard.console import (
+    auth,
+    auto_recharge,
+    keys,
+    oauth_routes,
+    orgs,
+    rights,
+    team,
+    usage,
+)
 from dynoyard.console.errors import install_error_handlers
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
@@ -40,6 +49,7 @@ def create_console_app(
     app.include_router(team.router)
     app.include_router(usage.router)
     app.include_router(rights.router)
+    app.include_router(auto_recharge.router)
     install_error_handlers(app)
     return app
 

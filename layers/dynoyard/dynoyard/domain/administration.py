@@ -50,6 +50,7 @@ Action = Literal[
     "grant_credits",
     "read_billing",
     "manage_billing",
+    "consent_auto_recharge",
 ]
 MAX_KEY_DAYS = 3650
 MAX_GRACE_SECONDS = 86_400  # how long a rotated key may keep working: at most a day
@@ -76,7 +77,8 @@ _MANAGERS: frozenset[Action] = frozenset(
 )
 PERMISSIONS: dict[str, frozenset[Action]] = {
     "operator": frozenset(get_args(Action)),
-    "owner": _MANAGERS | {"manage_owners"},
+    # Auto-recharge charges the saved card unattended: only an owner consents to it.
+    "owner": _MANAGERS | {"manage_owners", "consent_auto_recharge"},
     "admin": _MANAGERS,
     "member": frozenset({"read_org", "read_usage", "read_keys", "leave_org"}),
 }

@@ -16,6 +16,7 @@ so each is acted on once.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 from dynoyard.domain import messages
+from dynoyard.domain.billing import MAX_TOPUP_USD, MIN_TOPUP_USD
 from dynoyard.domain.email import Email, EmailSender, Language
 from dynoyard.domain.money import format_usd
 
@@ -70,10 +72,69 @@ class AutoRecharge:
             "threshold_usd": format_usd(self.threshold_usd),
             "amount_usd": format_usd(self.amount_usd),
             "monthly_cap_usd": format_usd(self.monthly_cap_usd),
-            "card_saved": self.payment_method is not None,
             "consent_at": self.consent_at,
             "consent_by": self.consent_by,
         }
+
+
+# Auto-recharge's amounts: plain decimal strings of whole cents. The amount is a top-up's
+# (the checkout's bounds); the monthly cap at least one recharge, at most 100,000 USD.
+MAX_RECHARGE_THRESHOLD_USD = Decimal(1_000_000)
+MAX_MONTHLY_CAP_USD = Decimal(100_000)
+_CENTS = re.compile(r"[0-9]{1,7}(\.[0-9]{1,2})?")
+
+
+class InvalidAutoRecharge(ValueError):
+    """An auto-recharge setting out of range; `param` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _cents_usd(text: object, param: str, low: Decimal, high: Decimal) -> Decimal:
+    if not isinstance(text, str) or not _CENTS.fullmatch(text):
+        raise InvalidAutoRecharge(
+            f'{param} must be a plain decimal string of USD in whole cents, such as "20.00"',
+            param,
+        )
+    amount = Decimal(text)
+    if not low <= amount <= high:
+        raise InvalidAutoRecharge(f"{param} must be {low} to {high:,} USD, not {text}", param)
+    return amount
+
+
+def auto_recharge_settings(
+    enabled: bool,
+    threshold_usd: object,
+    amount_usd: object,
+    monthly_cap_usd: object,
+    saved: AutoRecharge | None,
+    card: str | None,
+    user_id: str,
+    now: float,
+) -> AutoRecharge:
+    """New settings from the owner's request: amounts checked, and the consent (who, when)
+    recorded when it is turned on; it needs a card saved by an earlier checkout."""
+    threshold = _cents_usd(threshold_usd, "threshold_usd", Decimal(0), MAX_RECHARGE_THRESHOLD_USD)
+    amount = _cents_usd(amount_usd, "amount_usd", MIN_TOPUP_USD, MAX_TOPUP_USD)
+    cap = _cents_usd(monthly_cap_usd, "monthly_cap_usd", Decimal(0), MAX_MONTHLY_CAP_USD)
+    if cap < amount:
+        raise InvalidAutoRecharge(
+            "monthly_cap_usd must be at least amount_usd (one recharge)", "monthly_cap_usd"
+        )
+    if enabled and card is None:
+        raise NoSavedCard("auto-recharge needs a card saved by a checkout with save_card")
+    consent_at = saved.consent_at if saved is not None else None
+    consent_by = saved.consent_by if saved is not None else None
+    if enabled:
+        consent_at = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        consent_by = user_id
+    return AutoRecharge(enabled, threshold, amount, cap, card, consent_at, consent_by)
+
+
+class NoSavedCard(Exception):
+    """Auto-recharge turned on without a card to charge."""
 
 
 @dataclass(frozen=True, slots=True)

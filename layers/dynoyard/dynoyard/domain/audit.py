@@ -41,6 +41,7 @@ AuditAction = Literal[
     "export",
     "deletion_requested",
     "checkout_created",
+    "auto_recharge_changed",
 ]
 AUDIT_ACTIONS: tuple[AuditAction, ...] = get_args(AuditAction)
 
@@ -71,6 +72,10 @@ DETAIL_KEYS: dict[AuditAction, frozenset[str]] = {
     "deletion_requested": frozenset({"what"}),
     # A Stripe Checkout Session started (credits come only from its paid webhook event).
     "checkout_created": frozenset({"amount_usd", "save_card"}),
+    # The owner's consent (or its withdrawal): the actor and the time are the entry's own.
+    "auto_recharge_changed": frozenset(
+        {"enabled", "threshold_usd", "amount_usd", "monthly_cap_usd"}
+    ),
 }
 
 AUDIT_RETENTION_DAYS = 400

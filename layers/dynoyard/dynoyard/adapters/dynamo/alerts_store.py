@@ -275,6 +275,21 @@ class AlertItems:
         org = await self.alert_org(org_id)
         return org.auto_recharge if org is not None else None
 
+    async def saved_card(self, org_id: str) -> str | None:
+        """The payment method a checkout saved for auto-recharge, if any."""
+        answer = await self._db.call(
+            "GetItem",
+            {
+                "TableName": self.accounts_table,
+                "Key": org_key(org_id),
+                "ConsistentRead": True,
+                "ProjectionExpression": "auto_recharge.payment_method",
+            },
+        )
+        settings = plain(answer.get("Item") or {}).get("auto_recharge") or {}
+        card = settings.get("payment_method")
+        return str(card) if card else None
+
     async def set_auto_recharge(self, org_id: str, settings: AutoRecharge) -> None:
         """Replaces the settings but the saved card (the webhook's to set); re-arms the
         recharge so new settings are acted on from the next request."""
