@@ -286,7 +286,9 @@ def _alerts(store: BlockingStore) -> dict[str, Any]:
 
 def _payments() -> Recharger | None:
     """Stripe, when its secret key is configured; else recharges stay due."""
-    return None
+    from dynoyard.adapters.recharges import StripeRecharges
+
+    return StripeRecharges.from_environment()
 
 
 def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[T]]) -> T:
