@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -13,7 +14,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.cli import main
+from dynoyard.cli import DIFFERENCE_EXIT, main
+from dynoyard.domain.billing import Charge, Movement, cents_to_usd, iso_now
 from dynoyard.domain.usage import EXPORT_FIELDS, UsageRecord
 
 
@@ -330,3 +332,183 @@ def test_given_records_over_days_when_daily_is_asked_then_one_line_per_day_and_m
     }
     assert sum(Decimal(x["cost_usd"]) for x in lines) == sum(costs)
     assert cli("usage", "daily", "--org", "org_missing")[0] != 0
+
+
+# -- billing history and reconcile -------------------------------------------------------
+
+
+def new_org(cli) -> str:
+    return as_json(cli("--json", "org", "create", "--name", "B", "--email", "b@c.d")[1])["org_id"]
+
+
+def lines_of(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.strip().splitlines()]
+
+
+def topup(org_id: str, session: str, cents: int) -> Movement:
+    amount = cents_to_usd(cents)
+    return Movement(
+        movement_id=f"topup:{session}",
+        org_id=org_id,
+        kind="topup",
+        amount_usd=amount,
+        at=iso_now(),
+        stripe_checkout_session=session,
+        stripe_charge=f"ch_{session}",
+        card_brand="visa",
+        card_last4="4242",
+        charge=Charge(f"ch_{session}", org_id, cents, card_brand="visa", card_last4="4242"),
+    )
+
+
+def test_given_grants_and_a_topup_when_history_is_asked_then_one_movement_per_line_newest_first(
+    cli, tables
+):
+    org_id = new_org(cli)
+    cli("--json", "credits", "grant", "--org", org_id, "--usd", "0.1")
+    cli("--json", "credits", "grant", "--org", org_id, "--usd", "-0.05", "--reason", "fix")
+    assert asyncio.run(_apply(tables, topup(org_id, f"cs_{org_id}", 1234)))
+    code, out, err = cli("--json", "billing", "history", "--org", org_id)
+    assert code == 0 and err == ""
+    entries = lines_of(out)
+    assert [(e["kind"], e["amount_usd"]) for e in entries] == [
+        ("topup", "12.340000"),
+        ("grant", "-0.050000"),
+        ("grant", "0.100000"),
+    ]
+    assert entries[0]["card_brand"] == "visa" and entries[0]["card_last4"] == "4242"
+    assert entries[0]["stripe_checkout_session"] == f"cs_{org_id}"
+    assert entries[1]["reason"] == "fix" and all(e["currency"] == "usd" for e in entries)
+    assert entries[0]["at"] > entries[1]["at"] > entries[2]["at"]
+    # A page at a time: the cursor to go on with goes to stderr, and it goes on.
+    code, out, err = cli("--json", "billing", "history", "--org", org_id, "--limit", "2")
+    assert code == 0 and len(lines_of(out)) == 2
+    cursor = err.strip().removeprefix("more: --before ")
+    code, out, err = cli("--json", "billing", "history", "--org", org_id, "--before", cursor)
+    assert code == 0 and err == "" and lines_of(out) == entries[2:]
+    # Without --json: one line each, the time, kind and amount first.
+    code, out, _ = cli("billing", "history", "--org", org_id)
+    first = out.splitlines()[0].split("  ")
+    assert first[1:3] == ["topup", "12.340000"] and "card_last4=4242" in first
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["billing", "history", "--org", "org_doesnotexist"],
+        ["billing", "history", "--org", "ORG", "--before", "not-a-cursor"],
+        ["billing", "history", "--org", "ORG", "--before", "eyJzayI6ICJMRURHRVIjeCJ9"],
+        ["billing", "history", "--org", "ORG", "--limit", "0"],
+        ["billing", "reconcile", "--org", "org_doesnotexist"],
+    ],
+)
+def test_given_bad_billing_input_when_run_then_a_one_line_error_and_exit_1(cli, argv):
+    org_id = new_org(cli)
+    argv = [org_id if a == "ORG" else a for a in argv]
+    try:
+        code, out, err = cli("--json", *argv)
+    except SystemExit as exc:  # argparse refuses malformed values itself
+        code, out, err = int(exc.code or 1), "", "argparse"
+    assert code in (1, 2) and out == ""
+    assert err and "Traceback" not in err
+
+
+async def _apply(tables, movement: Movement) -> bool:
+    try:
+        return await tables.store.store.billing.apply(movement)
+    finally:
+        await tables.store.store.aclose()
+
+
+def usage_record(org_id: str, request_id: str, cost: str, when: datetime) -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id,
+        started_at=when,
+        org_id=org_id,
+        key_id="key_x",
+        endpoint="chat/completions",
+        model="m",
+        status=200,
+        cost_usd=Decimal(cost),
+    )
+
+
+def reconciled(cli, org_id: str) -> tuple[int, dict]:
+    code, out, _ = cli("--json", "billing", "reconcile", "--org", org_id)
+    return code, as_json(out)
+
+
+def test_given_spending_a_hold_in_flight_and_a_rolled_up_day_when_reconciled_then_zero(cli, tables):
+    store = tables.store
+    org_id = new_org(cli)
+    cli("--json", "credits", "grant", "--org", org_id, "--usd", "10")
+    assert asyncio.run(_apply(tables, topup(org_id, f"cs_{org_id}", 500)))
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for number, (cost, when) in enumerate(
+        [("0.000123", yesterday), ("0.25", yesterday), ("1.1", datetime.now(UTC))]
+    ):
+        store.hold(org_id, Decimal("2"))
+        store.settle(usage_record(org_id, f"req_rc{number}", cost, when), Decimal("2"))
+    code, line = reconciled(cli, org_id)
+    assert code == 0
+    assert line == {
+        "org_id": org_id,
+        "balance_usd": "13.649877",
+        "held_usd": "0.000000",
+        "ledger_usd": "13.649877",
+        "difference_usd": "0.000000",
+    }
+    # A hold in flight: off the balance, in held_usd, and no difference.
+    store.hold(org_id, Decimal("0.7"))
+    code, line = reconciled(cli, org_id)
+    assert code == 0 and line["held_usd"] == "0.700000"
+    assert line["balance_usd"] == "12.949877" and line["difference_usd"] == "0.000000"
+    store.settle(usage_record(org_id, "req_rc_late", "0.2", datetime.now(UTC)), Decimal("0.7"))
+    code, line = reconciled(cli, org_id)
+    assert code == 0 and line["held_usd"] == "0.000000" and line["ledger_usd"] == "13.449877"
+    # Yesterday rolled up (as the scheduled job will: an entry, the balance untouched)
+    # replaces yesterday's records, which count no more one by one.
+    tables.client.put_item(
+        TableName=tables.accounts,
+        Item={
+            "pk": {"S": f"ORG#{org_id}"},
+            "sk": {"S": f"LEDGER#{iso_now()}#usage_daily:{yesterday.date().isoformat()}"},
+            "movement_id": {"S": f"usage_daily:{yesterday.date().isoformat()}"},
+            "kind": {"S": "usage_daily"},
+            "amount_usd": {"N": "-0.250123"},
+            "currency": {"S": "usd"},
+            "at": {"S": iso_now()},
+            "date": {"S": yesterday.date().isoformat()},
+        },
+    )
+    code, line = reconciled(cli, org_id)
+    assert code == 0 and line["ledger_usd"] == "13.449877"
+    assert line["difference_usd"] == "0.000000"
+
+
+def test_given_money_that_bypassed_the_ledger_when_reconciled_then_the_difference_and_exit_3(
+    cli, tables
+):
+    clean, drifted = new_org(cli), new_org(cli)
+    for org_id in (clean, drifted):
+        cli("--json", "credits", "grant", "--org", org_id, "--usd", "3")
+    tables.client.update_item(
+        TableName=tables.accounts,
+        Key={"pk": {"S": f"ORG#{drifted}"}, "sk": {"S": "META"}},
+        UpdateExpression="ADD balance_usd :x",
+        ExpressionAttributeValues={":x": {"N": "1.5"}},
+    )
+    code, line = reconciled(cli, drifted)
+    assert code == DIFFERENCE_EXIT
+    assert line["balance_usd"] == "4.500000" and line["ledger_usd"] == "3.000000"
+    assert line["difference_usd"] == "1.500000"
+    assert reconciled(cli, clean)[0] == 0
+    # Every organization: one line each (the scan pages through the table), exit 3.
+    code, out, err = cli("--json", "billing", "reconcile")
+    assert code == DIFFERENCE_EXIT and "Traceback" not in err
+    found = {line["org_id"]: line for line in lines_of(out)}
+    assert found[clean]["difference_usd"] == "0.000000"
+    assert found[drifted]["difference_usd"] == "1.500000"
+    assert len(found) == len(lines_of(out))
+    code, out, _ = cli("billing", "reconcile", "--org", drifted)
+    assert out.startswith(drifted) and "difference_usd=1.500000" in out

@@ -34,14 +34,20 @@ from dynoyard.domain.administration import (
 )
 from dynoyard.domain.alerts import ALERT_KINDS, Alerts, Recharger
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
+from dynoyard.domain.billing import MAX_HISTORY_PAGE, Entry, InvalidLedgerQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
+from dynoyard.domain.reconcile import Reconciliation, reconcile_org
 from dynoyard.domain.usage import EXPORT_FORMATS, daily_totals, export_header, export_lines
 
 if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import BlockingStore
 
 T = TypeVar("T")
+
+
+# `billing reconcile` found a difference (its lines are printed all the same); errors exit 1.
+DIFFERENCE_EXIT = 3
 
 
 class CliError(Exception):
@@ -191,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     billing.add_parser(
         "alerts",
         help="email the due low-balance alerts and run the due auto-recharges, once each",
+    )
+    history = billing.add_parser(
+        "history", help="an organization's ledger, newest first, one movement per line"
+    )
+    history.add_argument("--org", required=True)
+    history.add_argument("--limit", type=_positive_int, help="at most N movements (default all)")
+    history.add_argument("--before", help="the cursor printed after an earlier listing")
+    reconcile = billing.add_parser(
+        "reconcile",
+        help="balance + holds in flight against the ledger, one line per organization;"
+        f" exit {DIFFERENCE_EXIT} when any difference is not zero",
+    )
+    reconcile.add_argument(
+        "--org", help="one organization (default: every one, by a scan of the accounts table)"
     )
 
     audit = commands.add_parser("audit", help="an organization's audit log, newest first")
@@ -349,6 +369,81 @@ def _audit(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
         print(f"more: --before {cursor}", file=sys.stderr)
 
 
+def _history(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
+    """The ledger, newest first (all of it, or `--limit` movements older than `--before`);
+    where more remain, the cursor to continue with goes to stderr."""
+    store.get_org(args.org)  # an unknown org is an error, not an empty ledger
+    ledger = store.store.billing
+
+    async def read() -> tuple[list[Entry], str | None]:
+        entries: list[Entry] = []
+        cursor = args.before
+        try:
+            while args.limit is None or len(entries) < args.limit:
+                wanted = MAX_HISTORY_PAGE if args.limit is None else args.limit - len(entries)
+                page, cursor = await ledger.history(args.org, cursor, min(MAX_HISTORY_PAGE, wanted))
+                entries += page
+                if cursor is None:
+                    break
+            return entries, cursor
+        finally:
+            await store.store.aclose()
+
+    try:
+        entries, cursor = asyncio.run(read())
+    except InvalidLedgerQuery as exc:
+        raise CliError(f"--{exc.param}: {exc}") from None
+    for entry in entries:
+        shown = entry.show()
+        if args.json:
+            out.write(json.dumps(shown) + "\n")
+        else:
+            out.write("  ".join([shown.pop("at"), shown.pop("kind"), shown.pop("amount_usd")]))
+            out.write("  " + "  ".join(f"{k}={v}" for k, v in shown.items()) + "\n")
+    if cursor is not None:
+        print(f"more: --before {cursor}", file=sys.stderr)
+
+
+def _reconcile(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> int:
+    """One line per organization (`--org`, else every one, printed as it is reconciled);
+    DIFFERENCE_EXIT when any difference is not zero."""
+    dynamo = store.store
+    differs = False
+
+    def report(found: Reconciliation) -> None:
+        nonlocal differs
+        differs = differs or found.difference_usd != 0
+        shown = found.show()
+        if args.json:
+            out.write(json.dumps(shown) + "\n")
+        else:
+            out.write("  ".join([shown.pop("org_id")] + [f"{k}={v}" for k, v in shown.items()]))
+            out.write("\n")
+        out.flush()
+        if not found.stable:
+            print(
+                f"dynoyard: {found.org_id}: its money moved during every reading;"
+                " reconcile it again when it is quiet",
+                file=sys.stderr,
+            )
+
+    async def run() -> None:
+        try:
+            if args.org is not None:
+                report(await reconcile_org(dynamo, dynamo.billing, args.org))
+                return
+            async for org_id in dynamo.org_ids():
+                try:
+                    report(await reconcile_org(dynamo, dynamo.billing, org_id))
+                except UnknownOrg:
+                    continue  # gone since the scan saw it
+        finally:
+            await dynamo.aclose()
+
+    asyncio.run(run())
+    return DIFFERENCE_EXIT if differs else 0
+
+
 def _daily(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty list
     for line in daily_totals(store.usage_records(args.org, args.since)):
@@ -382,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "audit":
             _audit(args, store, sys.stdout)
             return 0
+        if args.group == "billing" and args.action == "history":
+            _history(args, store, sys.stdout)
+            return 0
+        if args.group == "billing" and args.action == "reconcile":
+            return _reconcile(args, store, sys.stdout)
         if args.group == "billing" and args.action == "alerts":
             result = _alerts(store)
         else:

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from dynoyard.domain.money import format_usd
+
 # A top-up through Checkout: at least 5 USD (below that Stripe's fee is most of it), at
 # most 10,000 USD (a larger purchase goes through an operator grant against an invoice).
 MIN_TOPUP_USD = Decimal(5)
@@ -106,6 +108,30 @@ class Entry:
     card_last4: str | None = None
     reason: str | None = None
     date: str | None = None  # usage_daily: the UTC day
+
+    def show(self) -> dict[str, str]:
+        """The entry as printed and served: money as a decimal string, absent ids left out."""
+        shown = {"movement_id": self.movement_id, "kind": self.kind, "at": self.at}
+        shown |= {"amount_usd": format_usd(self.amount_usd), "currency": self.currency}
+        for name in _ENTRY_DETAILS:
+            detail = getattr(self, name)
+            if detail is not None:
+                shown[name] = detail
+        return shown
+
+
+_ENTRY_DETAILS = (
+    "stripe_event_id",
+    "stripe_checkout_session",
+    "stripe_payment_intent",
+    "stripe_charge",
+    "stripe_refund",
+    "stripe_dispute",
+    "card_brand",
+    "card_last4",
+    "reason",
+    "date",
+)
 
 
 @dataclass(frozen=True)
