@@ -72,11 +72,22 @@ class StripePayments:
         self._retries = network_retries
 
     @classmethod
+    def configured(
+        cls, secret_key: str | None, secret_name: str | None, api_base: str | None
+    ) -> StripePayments:
+        """With `secret_key`, else the STRIPE_SECRET_KEY of the environment or of the
+        Secrets Manager secret `secret_name` (read on first use)."""
+        if secret_key:
+            return cls(secret_key, api_base)
+        return _FromSecret(secret_name, api_base)
+
+    @classmethod
     def from_environment(cls) -> StripePayments:
-        """STRIPE_SECRET_KEY (else the Secrets Manager secret DYNOYARD_STRIPE_SECRET names,
-        read on first use) and STRIPE_API_BASE."""
-        return _FromSecret(
-            os.environ.get("DYNOYARD_STRIPE_SECRET"), os.environ.get("STRIPE_API_BASE")
+        """STRIPE_SECRET_KEY or the secret DYNOYARD_STRIPE_SECRET names; STRIPE_API_BASE."""
+        return cls.configured(
+            os.environ.get("STRIPE_SECRET_KEY"),
+            os.environ.get("DYNOYARD_STRIPE_SECRET"),
+            os.environ.get("STRIPE_API_BASE"),
         )
 
     def secret_key(self) -> str | None:

@@ -13,6 +13,7 @@ from dynoyard import __version__
 from dynoyard.console import (
     auth,
     auto_recharge,
+    billing,
     keys,
     oauth_routes,
     orgs,
@@ -49,6 +50,7 @@ def create_console_app(
     app.include_router(team.router)
     app.include_router(usage.router)
     app.include_router(rights.router)
+    app.include_router(billing.router)
     app.include_router(auto_recharge.router)
     install_error_handlers(app)
     return app

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from functools import cached_property
 
 from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
 from dynoyard.adapters.email_settings import EmailSettings
+from dynoyard.adapters.stripe import StripePayments
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.domain.administration import Administration
 from dynoyard.domain.email import EmailSender
@@ -51,6 +53,18 @@ class ConsoleRuntime:
         """The account rules' use cases, recording to the audit log: the one way every
         console route changes an organization."""
         return Administration(self.admin, self.clock, self.admin.audit_log)
+
+    @cached_property
+    def ledger(self) -> BillingStore:
+        return BillingStore(self.client, self.settings.accounts_table)
+
+    @cached_property
+    def payments(self) -> StripePayments:
+        """Stripe, one client for the process (made on its first call)."""
+        s = self.settings
+        return StripePayments.configured(
+            s.stripe_secret_key, s.stripe_secret_name, s.stripe_api_base
+        )
 
     @cached_property
     def email(self) -> EmailSender:

@@ -43,6 +43,12 @@ class ConsoleSettings(BaseSettings):
     )
     oauth_per_ip: int = Field(30, ge=1, le=100_000, validation_alias="DYNOYARD_OAUTH_PER_IP")
 
+    # Stripe (console/billing.py): the secret key from STRIPE_SECRET_KEY, else from the
+    # Secrets Manager secret DYNOYARD_STRIPE_SECRET names; STRIPE_API_BASE: a stand-in.
+    stripe_secret_key: str | None = Field(None, validation_alias="STRIPE_SECRET_KEY", repr=False)
+    stripe_secret_name: str | None = Field(None, validation_alias="DYNOYARD_STRIPE_SECRET")
+    stripe_api_base: str | None = Field(None, validation_alias="STRIPE_API_BASE")
+
     @property
     def local_http(self) -> bool:
         url = self.public_url.lower()
