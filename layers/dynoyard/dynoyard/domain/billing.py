@@ -274,10 +274,8 @@ class Outcome:
     note: str = ""
 
 
-def _text(obj: Mapping[str, Any], name: str, required: bool = True) -> str | None:
+def _text(obj: Mapping[str, Any], name: str) -> str:
     raw = obj.get(name)
-    if raw is None and not required:
-        return None
     if not isinstance(raw, str) or not raw or len(raw) > 255:
         raise malformed(f"{name} must be a non-empty string")
     return raw
@@ -319,7 +317,6 @@ def _org_named(obj: Mapping[str, Any]) -> str | None:
 def card_of_charge(charge: Mapping[str, Any]) -> CardOnCharge:
     """The brand and last four (nothing else) of an expanded Stripe charge object."""
     charge_id = _text(charge, "id")
-    assert charge_id is not None
     details = charge.get("payment_method_details")
     card = details.get("card") if isinstance(details, Mapping) else None
     card = card if isinstance(card, Mapping) else {}
@@ -351,7 +348,6 @@ def topup_movement(
 ) -> Movement:
     """A paid Checkout Session: its amount as credits, and the charge item with the card."""
     session_id = _text(session, "id")
-    assert session_id is not None
     org = _org_named(session)
     if org is None:
         raise EventFailure("unknown_org", "the session names no organization")
@@ -385,7 +381,6 @@ def recharge_movement(
 ) -> Movement:
     """An auto-recharge payment intent that succeeded: its amount received as credits."""
     intent_id = _text(intent, "id")
-    assert intent_id is not None
     org = _org_named(intent)
     if org is None:
         raise EventFailure("unknown_org", "the payment intent names no organization")
@@ -420,7 +415,6 @@ def refund_movement(
     what the charge item says was refunded. None when nothing is new (a replay, or an
     older cumulative arriving after a newer one)."""
     charge_id = _text(refunded, "id")
-    assert charge_id is not None
     _usd(refunded)
     cumulative = _cents(refunded, "amount_refunded")
     read = known.refunded_cents if known is not None else None
@@ -456,7 +450,6 @@ def dispute_movements(
     """The hold of a dispute's amount, and when the dispute is closed won (or was only an
     inquiry, `warning_closed`), its release; closed lost keeps the hold."""
     dispute_id = _text(dispute, "id")
-    assert dispute_id is not None
     _usd(dispute)
     amount = cents_to_usd(_cents(dispute, "amount"))
     hold = Movement(
@@ -518,7 +511,6 @@ class BillingEvents:
     async def handle(self, event: Mapping[str, Any]) -> Outcome:
         event_id = _text(event, "id")
         event_type = event.get("type")
-        assert event_id is not None
         if not isinstance(event_type, str):
             raise malformed("type must be a string")
         data = event.get("data")
@@ -568,7 +560,6 @@ class BillingEvents:
 
     async def _refund(self, done: Outcome, obj: Mapping[str, Any], at: str) -> Outcome:
         charge_id = _text(obj, "id")
-        assert charge_id is not None
         for _ in range(5):  # another refund of the charge may land between read and write
             known = await self.ledger.charge(charge_id)
             movement = refund_movement(done.event_id, obj, known, at)
