@@ -6,11 +6,16 @@ only once it succeeds, one Stripe customer per organization, and Stripe down (50
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from email import policy
+from email.parser import BytesParser
+from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +24,10 @@ import pytest
 from dynoyard.billing.settings import WebhookSettings
 from dynoyard.billing.webhook import create_webhook_app
 from dynoyard.local.stripe_standin import LABEL, StandIn, create_app
-from tests.conftest import Tables, ThreadedServer
+from tests.conftest import Tables, ThreadedServer, free_port
 from tests.e2e.test_console_auth import Console, serve_console
 from tests.e2e.test_console_keys import Person, error_code, person, store_call
+from tests.e2e.test_make_dev import dev_env, run_dev, stop
 
 SECRET_KEY = "sk_test_console_billing"
 WEBHOOK_SECRET = "whsec_console_billing_test"
@@ -90,6 +96,12 @@ def ledger(who: Person, org_id: str | None = None, query: str = "") -> dict[str,
 
 def balance(who: Person) -> Decimal:
     return Decimal(ledger(who)["balance_usd"])
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def session_of(url: str) -> str:
@@ -346,12 +358,6 @@ def test_the_ledger_pages_newest_first(console: Console, stripe: Stripe) -> None
     assert first["balance_usd"] == rest["balance_usd"]
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("case", ["down", "no key"])
 def test_stripe_unavailable_is_503_in_the_consoles_shape(tables: Tables, case: str) -> None:
     settings: dict[str, Any] = {
@@ -369,3 +375,54 @@ def test_stripe_unavailable_is_503_in_the_consoles_shape(tables: Tables, case: s
         assert set(answer.json()["error"]) == {"message", "type", "code", "param"}
         audit = owner.call("GET", f"/api/orgs/{owner.org_id}/audit").json()["entries"]
         assert "checkout_created" not in {e["action"] for e in audit}
+
+
+def test_make_dev_serves_a_top_up_end_to_end_through_its_stand_in(tmp_path: Path) -> None:
+    port, ddb_port = free_port(), free_port()
+    env = {k: v for k, v in dev_env(port, ddb_port).items() if not k.startswith("STRIPE_")}
+    process, output = run_dev(tmp_path, env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        found = re.search(
+            r"Stripe stand-in \(local, not Stripe; no money moves\): (http://127\.0\.0\.1:\d+)",
+            output,
+        )
+        assert found, output
+        standin = found.group(1)
+        assert standin != base
+        email = "billing-dev@example.com"
+        httpx.post(base + "/api/auth/email-link", json={"email": email, "accept_terms": True})
+        (written,) = (tmp_path / ".local" / "outbox").glob("*.eml")
+        mail = BytesParser(policy=policy.default).parsebytes(written.read_bytes())
+        text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        link = re.search(rf"{re.escape(base)}/api/auth/email-link/callback\?token=\S+", text)
+        assert link, text
+        cookie = SimpleCookie()
+        cookie.load(httpx.get(link.group(0)).headers["set-cookie"])
+        session = {"cookie": f"dynoyard_session={cookie['dynoyard_session'].value}"}
+        me = httpx.get(base + "/api/me", headers=session).json()
+        org = f"{base}/api/orgs/{me['orgs'][0]['org_id']}/billing"
+        before = httpx.get(org + "/transactions", headers=session).json()["balance_usd"]
+
+        made = httpx.post(
+            org + "/checkout",
+            headers={**session, "x-csrf-token": me["csrf_token"]},
+            json={"amount_usd": "20"},
+        )
+        assert made.status_code == 201, made.text
+        url = made.json()["url"]
+        assert url.startswith(standin + "/pay/")
+        assert "Stripe stand-in (local, not Stripe)" in httpx.get(url).text
+        paid = httpx.post(url, data={"card": "visa", "choice": "pay"}, timeout=30)
+        assert paid.status_code == 303
+        assert paid.headers["location"] == f"{base}/console/billing?checkout=success"
+        shown = httpx.get(org + "/transactions", headers=session).json()
+        assert Decimal(shown["balance_usd"]) - Decimal(before) == 20
+        (topup,) = shown["transactions"]
+        assert (topup["kind"], topup["card_brand"], topup["card_last4"]) == (
+            "topup",
+            "visa",
+            "4242",
+        )
+    finally:
+        stop(process)
