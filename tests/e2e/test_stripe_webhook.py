@@ -29,7 +29,7 @@ from moto import mock_aws
 from dynoyard.adapters.stripe import StripePayments
 from dynoyard.billing.failed_events import SqsFailedEvents
 from dynoyard.billing.settings import WebhookSettings
-from dynoyard.billing.webhook import WebhookBeside, create_webhook_app
+from dynoyard.billing.webhook import create_webhook_app
 from dynoyard.local import stripe_standin
 from tests.conftest import ROOT, GatewayProcess, Tables, ThreadedServer, ddb_endpoint
 
@@ -688,41 +688,6 @@ def test_the_card_is_looked_up_through_stripe_when_the_event_lacks_it(hook: Hook
     events = httpx.get(f"{hook.standin_url}/_standin/events", timeout=10).json()
     statuses = {d["status"] for e in events["data"] for d in e.get("deliveries", [])}
     assert statuses <= {200}
-
-
-def test_webhook_beside_serves_the_webhook_path_and_passes_the_rest(hook: Hook) -> None:
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    async def inner(_: Any) -> PlainTextResponse:
-        return PlainTextResponse("inner")
-
-    inner_app = Starlette(routes=[Route("/v1/models", inner), Route("/webhooks", inner)])
-    webhook_app = create_webhook_app(
-        WebhookSettings(
-            stripe_webhook_secret=SECRET,
-            accounts_table=hook.tables.accounts,
-            idempotency_table=hook.tables.names["IDEMPOTENCY_TABLE"],
-            dynamodb_endpoint=ddb_endpoint(),
-        ),
-        failed_events=Failures(),
-    )
-    both = WebhookBeside(inner_app, webhook=webhook_app)
-    with ThreadedServer(both) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        assert httpx.get(f"{base}/v1/models", timeout=10).text == "inner"
-        assert httpx.get(f"{base}/webhooks", timeout=10).text == "inner"
-        refused = httpx.post(f"{base}/webhooks/stripe", content="{}", timeout=10)
-        assert refused.status_code == 400
-        org = new_org(hook.tables)
-        session, _ = session_obj(org, 900)
-        body = json.dumps(event("checkout.session.completed", session))
-        header = stripe.WebhookSignature.generate_signature_header(body, SECRET)
-        answer = httpx.post(
-            f"{base}/webhooks/stripe", content=body, headers={"stripe-signature": header}
-        )
-        assert answer.status_code == 200 and balance(hook.tables, org) == Decimal("9")
 
 
 # -- the dead-letter queue and the Lambda entrance -----------------------------------------

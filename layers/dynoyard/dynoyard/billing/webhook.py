@@ -37,7 +37,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
@@ -231,20 +230,6 @@ def _payments(settings: WebhookSettings) -> PaymentsApi | None:
     if settings.stripe_secret_name:
         return StripePayments.from_environment()
     return None
-
-
-class WebhookBeside:
-    """ASGI middleware serving `/webhooks/...` from the webhook app (create_webhook_app) and
-    all else from the app it wraps: `make dev` serves it beside the gateway on one port."""
-
-    def __init__(self, app: ASGIApp, webhook: ASGIApp) -> None:
-        self.app = app
-        self.webhook = webhook
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        target = self.webhook if path.startswith("/webhooks/") else self.app
-        await target(scope, receive, send)
 
 
 def create_webhook_app(
