@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,3 +220,9 @@ def test_stripe_unreachable_or_misconfigured_is_payments_unavailable(
     with pytest.raises(PaymentsUnavailable) as raised:
         asyncio.run(go())
     assert SECRET not in str(raised.value) and "sk_test_wrong" not in str(raised.value)
+
+
+def test_the_console_loads_the_stripe_library_only_on_its_first_call() -> None:
+    code = "import sys, dynoyard.console.app; print('stripe' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

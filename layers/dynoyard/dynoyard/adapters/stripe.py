@@ -21,12 +21,13 @@ import os
 import uuid
 from collections.abc import Awaitable
 from functools import cached_property
-from typing import Any
-
-import stripe
+from typing import TYPE_CHECKING, Any
 
 from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.domain.billing import CURRENCY, CardOnCharge, card_of_charge, embedded_charge
+
+if TYPE_CHECKING:
+    import stripe
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class StripePayments:
 
     @cached_property
     def client(self) -> stripe.StripeClient:
+        # The library loads here, on the first call, not in every function's cold start.
+        import stripe
+
         key = self.secret_key()
         if not key:
             raise PaymentsUnavailable("Stripe is not configured (no STRIPE_SECRET_KEY).")
@@ -213,6 +217,8 @@ class StripePayments:
     # -- errors ----------------------------------------------------------------------------
 
     async def _call(self, pending: Awaitable[Any]) -> Any:
+        import stripe  # loaded already by `client`
+
         try:
             return await pending
         except stripe.CardError as exc:
