@@ -512,3 +512,19 @@ def test_given_money_that_bypassed_the_ledger_when_reconciled_then_the_differenc
     assert len(found) == len(lines_of(out))
     code, out, _ = cli("billing", "reconcile", "--org", drifted)
     assert out.startswith(drifted) and "difference_usd=1.500000" in out
+
+
+def test_given_every_way_an_org_gets_money_when_reconciled_then_each_is_in_the_ledger(
+    cli, tables, tmp_path
+):
+    from dynoyard.local.seed import DEMO_CREDITS, ensure_demo_org
+
+    created = new_org(cli)  # `org create`: no money, nothing to enter
+    granted = new_org(cli)
+    cli("--json", "credits", "grant", "--org", granted, "--usd", "7.5")
+    cli("--json", "credits", "grant", "--org", granted, "--usd", "-2.5", "--reason", "back")
+    demo = ensure_demo_org(tables.store, tmp_path / "demo-org").org_id  # `make dev`'s seed
+    for org_id, credited in ((created, "0"), (granted, "5"), (demo, str(DEMO_CREDITS))):
+        code, line = reconciled(cli, org_id)
+        assert code == 0 and Decimal(line["ledger_usd"]) == Decimal(credited)
+        assert line["difference_usd"] == "0.000000" and line["balance_usd"] == line["ledger_usd"]
