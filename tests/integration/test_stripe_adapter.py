@@ -226,3 +226,33 @@ def test_the_console_loads_the_stripe_library_only_on_its_first_call() -> None:
     code = "import sys, dynoyard.console.app; print('stripe' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_makes_nothing_twice(
+    standin: Served,
+) -> None:
+    org = "org_a000000000000007"
+
+    async def go() -> tuple[str, str]:
+        payments = standin.payments()
+        standin.state.lose_answers = 1
+        customer = await payments.create_customer(org, None)
+        standin.state.lose_answers = 1
+        session_id, _ = await checkout(payments, customer, org, save_card=False, cents=3100)
+        return customer, session_id
+
+    customer, session_id = asyncio.run(go())
+    assert standin.state.lose_answers == 0  # both answers were lost once
+    made = [c for c in standin.state.customers.values() if c["metadata"].get("org_id") == org]
+    assert [c["id"] for c in made] == [customer]
+    sessions = [s for s in standin.state.sessions.values() if s["client_reference_id"] == org]
+    assert [s["id"] for s in sessions] == [session_id]
+
+
+def test_without_retries_a_lost_answer_is_payments_unavailable(standin: Served) -> None:
+    async def go() -> None:
+        await standin.payments(network_retries=0).create_customer("org_a000000000000008", None)
+
+    standin.state.lose_answers = 1
+    with pytest.raises(PaymentsUnavailable):
+        asyncio.run(go())

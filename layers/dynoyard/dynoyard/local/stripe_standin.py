@@ -27,6 +27,8 @@ Test hooks (POST, JSON bodies; each delivers its event and answers the object):
 - `/_standin/charges/{id}/dispute {"amount"}`: `charge.dispute.created`;
   `/_standin/disputes/{id}/close {"status": "won"|"lost"}`: `charge.dispute.closed`.
 - `/_standin/events/{id}/resend`: the same event delivered again (signed anew).
+- `/_standin/lose_answers {"count"}`: the next `count` API POSTs are done but answered 500
+  (a lost answer): the library's retry with the same Idempotency-Key gets the first result.
 - `GET /_standin/events`: every event made, with the status of each delivery.
 
 Events are signed with `stripe.WebhookSignature.generate_signature_header` and the webhook
@@ -132,6 +134,8 @@ class StandIn:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: dict[str, list[Delivery]] = field(default_factory=dict)
     idempotent: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
+    # The next this many API POSTs are done but answered 500, as if the answer were lost.
+    lose_answers: int = 0
     # The HTTP libraries API calls came through (the `stripe` library names its own).
     http_libraries: set[str] = field(default_factory=set)
     # Which session a payment intent paid, for the session's async settlement.
@@ -494,6 +498,12 @@ def api(handler: Any) -> Any:
                 status, body = exc.status, exc.body
             if key:
                 state.idempotent[key] = (signature, status, body)
+            if state.lose_answers > 0:  # done, but the caller never hears of it
+                state.lose_answers -= 1
+                lost = StripeError(
+                    500, "The answer was lost (stand-in test hook).", type="api_error"
+                )
+                return _json(lost.body, lost.status)
             return _json(body, status)
         except StripeError as exc:
             return _json(exc.body, exc.status)
@@ -651,6 +661,12 @@ async def hook_close(state: StandIn, request: Request, body: dict[str, Any]) -> 
 
 
 @hook
+async def hook_lose(state: StandIn, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    state.lose_answers = int(body.get("count", 1))
+    return {"lose_answers": state.lose_answers}
+
+
+@hook
 async def hook_resend(state: StandIn, request: Request, body: dict[str, Any]) -> dict[str, Any]:
     event_id = request.path_params["id"]
     if event_id not in state.events:
@@ -695,6 +711,7 @@ def create_app(
             Route("/_standin/disputes/{id}/close", hook_close, methods=["POST"]),
             Route("/_standin/events/{id}/resend", hook_resend, methods=["POST"]),
             Route("/_standin/events", list_events, methods=["GET"]),
+            Route("/_standin/lose_answers", hook_lose, methods=["POST"]),
         ]
     )
     app.state.standin = StandIn(webhook_url, webhook_secret, secret_key)
