@@ -116,8 +116,8 @@ class StripeWebhook:
         return self.settings.stripe_webhook_secret or self._secrets("STRIPE_WEBHOOK_SECRET")
 
     async def receive(self, request: Request) -> JSONResponse:
-        payload = await request.body()
-        if len(payload) > MAX_PAYLOAD_BYTES:
+        payload = await _read_capped(request)
+        if payload is None:
             return error(
                 413,
                 "The payload is too large for a Stripe event.",
@@ -185,6 +185,18 @@ class StripeWebhook:
         return error(
             500, "The event could not be applied; Stripe will retry it.", "api_error", code
         )
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    """The body, or None past MAX_PAYLOAD_BYTES (never buffered beyond it)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_PAYLOAD_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _verified(payload: bytes, header: str | None, secret: str) -> dict[str, Any] | None:
