@@ -174,6 +174,11 @@ def test_the_browsers_return_grants_nothing_only_the_signed_event_does(
     assert balance(owner) == before
     assert checkout(owner, "12.34").status_code == 201 and balance(owner) == before
 
+    cancelled = checkout(owner, "50").json()["url"]
+    back = httpx.post(cancelled, data={"choice": "cancel"})
+    assert back.status_code == 303 and back.headers["location"].endswith("?checkout=cancelled")
+    assert stripe.state.sessions[session_of(cancelled)]["status"] == "open"
+
     (event,) = stripe.delivered("checkout.session.completed", session_id)
     for _ in range(3):  # Stripe's retry, then replays: credited once
         assert stripe.hook(f"events/{event['id']}/resend")["status"] == 200

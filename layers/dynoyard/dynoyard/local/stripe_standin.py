@@ -507,6 +507,9 @@ def api(handler: Any) -> Any:
             return _json(body, status)
         except StripeError as exc:
             return _json(exc.body, exc.status)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # odd parameters
+            refused = StripeError(400, f"Invalid request ({type(exc).__name__}).")
+            return _json(refused.body, refused.status)
 
     return route
 
