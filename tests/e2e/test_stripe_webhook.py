@@ -26,10 +26,13 @@ import pytest
 import stripe
 from moto import mock_aws
 
+from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.stripe import StripePayments
 from dynoyard.billing.failed_events import SqsFailedEvents
 from dynoyard.billing.settings import WebhookSettings
 from dynoyard.billing.webhook import create_webhook_app
+from dynoyard.domain.reconcile import Reconciliation, reconcile_org
 from dynoyard.local import stripe_standin
 from tests.conftest import ROOT, GatewayProcess, Tables, ThreadedServer, ddb_endpoint
 
@@ -241,6 +244,23 @@ def ledger_kinds(tables: Tables, org: str) -> list[tuple[str, Decimal]]:
 
 
 def reconciles(tables: Tables, org: str) -> bool:
+    """`dynoyard billing reconcile`'s check: balance + holds in flight = the ledger (with
+    the usage not yet rolled up), to the unit; and the ledger's entries as scanned here."""
+
+    async def run() -> Reconciliation:
+        store = DynamoStore(
+            DynamoClient(ddb_endpoint(), "us-east-1"), tables.accounts, tables.usage
+        )
+        try:
+            return await reconcile_org(store, store.billing, org)
+        finally:
+            await store.aclose()
+
+    found = asyncio.run(run())
+    return found.difference_usd == 0 and found.held_usd == 0
+
+
+def ledger_sum_is_balance(tables: Tables, org: str) -> bool:
     entries = sum((amount for _, amount in ledger_kinds(tables, org)), Decimal(0))
     return entries == balance(tables, org)
 
@@ -306,7 +326,7 @@ def test_every_event_type_delivered_ten_times_moves_the_money_once(hook: Hook) -
         ("auto_recharge", Decimal("25")),
     ]
     assert len(ledger(tables, org)) == 6
-    assert reconciles(tables, org)
+    assert reconciles(tables, org) and ledger_sum_is_balance(tables, org)
     assert hook.failures.recorded == []
 
 
@@ -356,7 +376,7 @@ def test_out_of_order_refund_before_top_up_and_dispute_closed_before_created(hoo
     hook.send(event("charge.dispute.closed", {**lost, "status": "lost"}))
     hook.send(event("charge.dispute.created", lost))
     assert balance(tables, org) == Decimal("30")
-    assert reconciles(tables, org)
+    assert reconciles(tables, org) and ledger_sum_is_balance(tables, org)
 
 
 def test_a_refund_of_an_unknown_charge_naming_no_org_fails_until_its_top_up(hook: Hook) -> None:
@@ -372,6 +392,7 @@ def test_a_refund_of_an_unknown_charge_naming_no_org_fails_until_its_top_up(hook
     retried = hook.send(evt)  # Stripe's retry: the failure left no idempotency record
     assert retried.status_code == 200 and retried.json()["applied"]
     assert balance(tables, org) == 0 and reconciles(tables, org)
+    assert ledger_sum_is_balance(tables, org)
 
 
 def test_concurrent_deliveries_of_one_event_make_one_movement(hook: Hook) -> None:
@@ -440,7 +461,7 @@ def test_repeated_partial_refunds_take_back_each_delta_once(hook: Hook) -> None:
     )
     assert charge_item["refunded_cents"]["N"] == "10000"
     assert charge_item["amount_cents"]["N"] == "10000"
-    assert reconciles(tables, org)
+    assert reconciles(tables, org) and ledger_sum_is_balance(tables, org)
 
 
 def test_concurrent_partial_refunds_of_one_charge_add_up(hook: Hook) -> None:
@@ -474,10 +495,12 @@ def test_a_refund_after_spending_refuses_requests_until_a_top_up(
     hook.send(event("checkout.session.completed", session))
     for _ in range(3):
         assert chat().status_code == 200
+    assert reconciles(tables, org)
     spent = Decimal(10) - balance(tables, org)
     assert spent > 0
     hook.send(event("charge.refunded", refunded(charge, 1_000)))
     assert balance(tables, org) == -spent < 0
+    assert reconciles(tables, org)
     refused = chat()
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "insufficient_quota"
@@ -485,6 +508,7 @@ def test_a_refund_after_spending_refuses_requests_until_a_top_up(
     hook.send(event("checkout.session.completed", more))
     assert balance(tables, org) == Decimal(5) - spent > 0
     assert chat().status_code == 200
+    assert reconciles(tables, org)
 
 
 # -- what is refused -----------------------------------------------------------------------
