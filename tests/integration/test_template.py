@@ -632,3 +632,26 @@ def test_given_the_gateways_alert_marks_when_listed_then_iam_covers_their_items(
     assert "ORG" in _granted(DATA_PLANE_GRANTS, "dynamodb:UpdateItem")
     set_state = text[text.index("async def _set_state") : text.index("async def due_alerts")]
     assert set(re.findall(r'_db\.call\(\s*"(\w+)"', set_state)) == {"UpdateItem"}
+
+
+def test_given_the_webhook_code_when_its_adapters_are_listed_then_only_the_ledgers_store():
+    """A tripwire: the webhook (functions/stripe_webhook/, dynoyard/billing/) reaches
+    DynamoDB only through billing_store.py, whose calls are pinned above; another store
+    (alerts, admin, ...) needs its grants in template.yaml and WEBHOOK_GRANTS first."""
+    layer = ROOT / "layers" / "dynoyard" / "dynoyard"
+    sources = [
+        ROOT / "functions" / "stripe_webhook" / "app.py",
+        layer / "domain" / "billing.py",
+        *sorted((layer / "billing").glob("*.py")),
+    ]
+    imported = {
+        module
+        for path in sources
+        for module in re.findall(
+            r"^\s*from (dynoyard\.adapters\.dynamo[\w.]*) import", path.read_text(), re.M
+        )
+    }
+    assert imported == {
+        "dynoyard.adapters.dynamo.billing_store",
+        "dynoyard.adapters.dynamo.client",
+    }, imported
