@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_SECONDS = 20.0
+# Three tries of 8 s and the library's backoff (about 1.5 s) stay inside API Gateway's
+# 29 s, so a Stripe that hangs is the console's 503, not the gateway's 504.
+TIMEOUT_SECONDS = 8.0
 NETWORK_RETRIES = 2
 PRODUCT_NAME = "Dynoyard credits"
 
@@ -113,7 +115,8 @@ class StripePayments:
 
     async def create_customer(self, org_id: str, email: str | None) -> str:
         """A customer named by the organization; the key makes concurrent or repeated calls
-        for one organization (within Stripe's 24 hours) answer the same customer."""
+        for one organization (within Stripe's 24 hours, with the same `email`) answer the
+        same customer."""
         params: dict[str, Any] = {"metadata": {"org_id": org_id}}
         if email:
             params["email"] = email
