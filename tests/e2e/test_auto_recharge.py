@@ -100,19 +100,28 @@ def email_of(tables: Tables, who: Person) -> str:
 
 class Org:
     """An org with two owners, an admin and a member, topped up once through the stand-in
-    (its Stripe customer made), and `card` saved as the webhook saves a checkout's card."""
+    with save_card (its Stripe customer made, its card kept by the webhook); `card`: another
+    one put in its place."""
 
-    def __init__(self, console: Console, tables: Tables, stripe: Stripe, card: str) -> None:
+    def __init__(
+        self, console: Console, tables: Tables, stripe: Stripe, card: str | None = None
+    ) -> None:
         self.owner = person(console)
         self.org_id = self.owner.org_id
         self.owner2, self.admin, self.member = person(console), person(console), person(console)
         store_call(tables, "add_member", self.org_id, self.owner2.user_id, "owner")
         store_call(tables, "add_member", self.org_id, self.admin.user_id, "admin")
         store_call(tables, "add_member", self.org_id, self.member.user_id, "member")
-        answer = checkout(self.owner, "10")
+        answer = self.owner.call(
+            "POST",
+            f"/api/orgs/{self.org_id}/billing/checkout",
+            json={"amount_usd": "10", "save_card": True},
+        )
         assert answer.status_code == 201, answer.text
         stripe.hook(f"sessions/{session_of(answer.json()['url'])}/pay", card="visa")
-        store_of(tables, "save_recharge_card", self.org_id, card)
+        assert org_item(tables, self.org_id)["recharge_card"] == {"S": "pm_card_visa"}
+        if card is not None:
+            store_of(tables, "save_recharge_card", self.org_id, card)
         self.key = tables.store.create_key(self.org_id, "recharge", frozenset(), None).secret
         self.tables = tables
 
@@ -176,7 +185,7 @@ def test_a_recharge_is_charged_once_credited_once_and_capped_per_month(
     outbox: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    org = Org(console, tables, stripe, "pm_card_visa")
+    org = Org(console, tables, stripe)
     answer = org.put()
     assert answer.status_code == 200, answer.text
     shown = answer.json()
@@ -257,7 +266,7 @@ def test_a_declined_card_emails_the_owners_and_credits_nothing(
 def test_only_owners_consent_and_the_route_checks_roles_csrf_and_orgs(
     console: Console, tables: Tables, stripe: Stripe
 ) -> None:
-    org = Org(console, tables, stripe, "pm_card_visa")
+    org = Org(console, tables, stripe)
     stranger = person(console)
     path = PATH.format(org.org_id)
     assert org.member.call("GET", path).status_code == 403
@@ -296,8 +305,13 @@ def test_only_owners_consent_and_the_route_checks_roles_csrf_and_orgs(
     assert changes[1]["details"]["amount_usd"] == "5.000000"
 
 
-def test_turning_it_on_needs_a_saved_card(console: Console, tables: Tables) -> None:
+def test_turning_it_on_needs_a_saved_card(console: Console, tables: Tables, stripe: Stripe) -> None:
     owner = person(console)
+    # A top-up without save_card keeps no card.
+    answer = checkout(owner, "5")
+    stripe.hook(f"sessions/{session_of(answer.json()['url'])}/pay", card="visa")
+    assert tables.store.get_org(owner.org_id).balance_usd == 5
+    assert "recharge_card" not in org_item(tables, owner.org_id)
     answer = owner.call("PUT", PATH.format(owner.org_id), json=SETTINGS)
     assert answer.status_code == 409 and error_code(answer) == "no_saved_card"
     off = owner.call("PUT", PATH.format(owner.org_id), json={**SETTINGS, "enabled": False})
@@ -340,5 +354,4 @@ def test_hostile_settings_are_400_and_change_nothing(
     assert error["type"] == "invalid_request_error"
     if field in ("amount_usd", "threshold_usd", "monthly_cap_usd") and isinstance(value, str):
         assert error["param"] == field
-    settings = org_item(tables, owner.org_id)["auto_recharge"]["M"]
-    assert set(settings) == {"payment_method"}  # nothing but the saved card
+    assert "auto_recharge" not in org_item(tables, owner.org_id)  # nothing saved

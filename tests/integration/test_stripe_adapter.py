@@ -120,7 +120,10 @@ def test_a_checkout_names_the_org_everywhere_and_a_retry_is_the_same_session(
     assert first == again and other[0] != first[0]
     session = standin.state.sessions[first[0]]
     assert first[1] == f"{standin.base}/pay/{first[0]}"
-    assert session["client_reference_id"] == org and session["metadata"] == {"org_id": org}
+    assert session["client_reference_id"] == org
+    # save_card: the webhook keeps the card for auto-recharge; without it, nothing to keep.
+    assert session["metadata"] == {"org_id": org, "save_card": "true"}
+    assert standin.state.sessions[other[0]]["metadata"] == {"org_id": org}
     assert session["amount_total"] == 2500 and session["currency"] == "usd"
     assert session["customer"].startswith("cus_")
 

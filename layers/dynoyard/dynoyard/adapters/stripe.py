@@ -148,7 +148,8 @@ class StripePayments:
             "mode": "payment",
             "customer": customer_id,
             "client_reference_id": org_id,
-            "metadata": {"org_id": org_id},
+            # save_card: the webhook keeps the card for auto-recharge (domain/billing.py).
+            "metadata": {"org_id": org_id, **({"save_card": "true"} if save_card else {})},
             "line_items": [
                 {
                     "quantity": 1,

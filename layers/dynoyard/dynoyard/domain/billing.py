@@ -141,9 +141,12 @@ class Movement(Entry):
 
     charge: Charge | None = None
     refund: RefundStep | None = None
+    # A top-up made with save_card: the payment method auto-recharge may charge, set on the
+    # org (`recharge_card`) in the movement's transaction; never in the ledger entry.
+    keep_card: str | None = None
 
     def entry(self) -> Entry:
-        fields = {k: v for k, v in vars(self).items() if k not in ("charge", "refund")}
+        fields = {k: v for k, v in vars(self).items() if k not in ("charge", "refund", "keep_card")}
         return Entry(**fields)
 
 
@@ -353,6 +356,8 @@ def topup_movement(
         raise EventFailure("unknown_org", "the session names no organization")
     _usd(session)
     cents = _cents(session, "amount_total")
+    metadata = session.get("metadata")
+    save_card = isinstance(metadata, Mapping) and metadata.get("save_card") == "true"
     return Movement(
         movement_id=f"topup:{session_id}",
         org_id=org,
@@ -373,6 +378,7 @@ def topup_movement(
             card_last4=card.last4,
             payment_intent=card.payment_intent,
         ),
+        keep_card=card.payment_method if save_card else None,
     )
 
 

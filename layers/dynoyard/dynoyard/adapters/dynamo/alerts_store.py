@@ -2,9 +2,11 @@
 
   ORG#<org_id> / META   low_balance_state, recharge_state: "armed" (or absent), "due",
                         "sent", "failed" (recharge only); auto_recharge {enabled,
-                        threshold_usd, amount_usd, monthly_cap_usd, payment_method,
-                        consent_at, consent_by}; recharge_month ("YYYY-MM") and
-                        recharge_month_usd (recharged that UTC month)
+                        threshold_usd, amount_usd, monthly_cap_usd, consent_at,
+                        consent_by}; recharge_card (the payment method a checkout with
+                        save_card kept, set by the webhook's top-up movement);
+                        recharge_month ("YYYY-MM") and recharge_month_usd (recharged
+                        that UTC month)
   ALERT#<kind> / ORG#<org_id>   org_id, mark_id, due_at: a sparse marker, one per due
                         alert, so the senders query one small partition instead of
                         scanning organizations
@@ -58,7 +60,7 @@ class AlertItems:
     async def mark_alert_due(self, org_id: str, kind: str) -> bool:
         condition = f"{_ARMED_OR_NEW} AND balance_usd < {_THRESHOLD[kind]}"
         if kind == "recharge":
-            condition += " AND auto_recharge.enabled = :true"
+            condition += " AND auto_recharge.enabled = :true AND attribute_exists(recharge_card)"
         values = {":armed": attribute("armed"), ":due": attribute("due")}
         if kind == "recharge":
             values[":true"] = attribute(True)
@@ -283,15 +285,14 @@ class AlertItems:
                 "TableName": self.accounts_table,
                 "Key": org_key(org_id),
                 "ConsistentRead": True,
-                "ProjectionExpression": "auto_recharge.payment_method",
+                "ProjectionExpression": "recharge_card",
             },
         )
-        settings = plain(answer.get("Item") or {}).get("auto_recharge") or {}
-        card = settings.get("payment_method")
+        card = plain(answer.get("Item") or {}).get("recharge_card")
         return str(card) if card else None
 
     async def set_auto_recharge(self, org_id: str, settings: AutoRecharge) -> None:
-        """Replaces the settings but the saved card (the webhook's to set); re-arms the
+        """Replaces the settings (the saved card is the webhook's to set); re-arms the
         recharge so new settings are acted on from the next request."""
         fields = {
             "enabled": settings.enabled,
@@ -321,14 +322,14 @@ class AlertItems:
         )
 
     async def save_recharge_card(self, org_id: str, payment_method: str) -> None:
-        """The card a checkout saved (setup_future_usage), for off-session recharges."""
-        await self._ensure_recharge_map(org_id)
+        """Another card for off-session recharges (the webhook sets it with a top-up's
+        movement; this is the operator's and the tests' way)."""
         await self._db.call(
             "UpdateItem",
             {
                 "TableName": self.accounts_table,
                 "Key": org_key(org_id),
-                "UpdateExpression": "SET auto_recharge.payment_method = :pm",
+                "UpdateExpression": "SET recharge_card = :pm",
                 "ConditionExpression": "attribute_exists(pk)",
                 "ExpressionAttributeValues": {":pm": attribute(payment_method)},
             },
@@ -362,7 +363,7 @@ def auto_recharge_of(item: dict[str, Any]) -> AutoRecharge | None:
         threshold_usd=settings["threshold_usd"],
         amount_usd=settings["amount_usd"],
         monthly_cap_usd=settings["monthly_cap_usd"],
-        payment_method=settings.get("payment_method"),
+        payment_method=item.get("recharge_card"),
         consent_at=settings.get("consent_at"),
         consent_by=settings.get("consent_by"),
     )

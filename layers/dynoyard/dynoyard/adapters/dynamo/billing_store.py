@@ -88,6 +88,10 @@ class BillingStore:
                 }
             },
         ]
+        if movement.keep_card is not None:  # for auto-recharge (adapters/dynamo/alerts_store.py)
+            balance = items[2]["Update"]
+            balance["UpdateExpression"] += " SET recharge_card = :card"
+            balance["ExpressionAttributeValues"][":card"] = {"S": movement.keep_card}
         if movement.charge is not None:
             items.append({"Update": self._charge_paid(movement.charge)})
         elif movement.refund is not None:

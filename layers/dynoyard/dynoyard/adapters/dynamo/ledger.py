@@ -378,7 +378,7 @@ def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
     cache_on = bool(org.get("cache_enabled", False))
     ttl = int(org.get("cache_ttl_seconds", DEFAULT_CACHE_TTL_SECONDS))
     recharge = org.get("auto_recharge") or {}
-    recharge_on = bool(recharge.get("enabled")) and bool(recharge.get("payment_method"))
+    recharge_on = bool(recharge.get("enabled")) and bool(org.get("recharge_card"))
     return Hold(
         amount=amount,
         cache_ttl_seconds=ttl if cache_on else None,
