@@ -7,7 +7,7 @@ emailed, nothing credited), and every hostile way to change the settings."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +355,31 @@ def test_hostile_settings_are_400_and_change_nothing(
     if field in ("amount_usd", "threshold_usd", "monthly_cap_usd") and isinstance(value, str):
         assert error["param"] == field
     assert "auto_recharge" not in org_item(tables, owner.org_id)  # nothing saved
+
+
+def test_a_top_up_through_the_webhook_re_arms_the_low_balance_alert_at_once(
+    console: Console,
+    tables: Tables,
+    stripe: Stripe,
+    gateway: GatewayProcess,
+    outbox: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    org = Org(console, tables, stripe)
+    path = f"/api/orgs/{org.org_id}/settings"
+    assert org.owner.call("PATCH", path, json={"low_balance_usd": "9.999999"}).status_code == 200
+    assert spend(gateway, org.key, 2) == [200, 200]
+    assert run_cli(capsys, "billing", "alerts")["low_balance"]["sent"] == 1
+    assert org_item(tables, org.org_id)["low_balance_state"] == {"S": "sent"}
+
+    answer = checkout(org.owner, "5")
+    stripe.hook(f"sessions/{session_of(answer.json()['url'])}/pay", card="visa")
+    # No request in between: the credit itself re-armed it.
+    assert org_item(tables, org.org_id)["low_balance_state"] == {"S": "armed"}
+    just_below = (org.balance() - Decimal("0.000001")).quantize(Decimal("0.000001"), ROUND_DOWN)
+    changed = org.owner.call("PATCH", path, json={"low_balance_usd": str(just_below)})
+    assert changed.status_code == 200, changed.text
+    assert spend(gateway, org.key, 1) == [200]
+    assert run_cli(capsys, "billing", "alerts")["low_balance"]["sent"] == 1
+    managers = org.owners() | {email_of(tables, org.admin)}
+    assert sorted(str(m["To"]) for m in letters(outbox)) == sorted([*managers, *managers])

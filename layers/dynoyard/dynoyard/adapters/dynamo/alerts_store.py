@@ -98,20 +98,7 @@ class AlertItems:
         return True
 
     async def rearm_alert(self, org_id: str, kind: str, also_due: bool = False) -> bool:
-        states = ["sent", "failed"] + (["due"] if also_due else [])
-        values = {f":s{i}": attribute(s) for i, s in enumerate(states)}
-        threshold = _THRESHOLD[kind]
-        above = f"(attribute_not_exists({threshold}) OR balance_usd >= {threshold})"
-        if kind == "recharge":
-            # Auto-recharge turned off counts as "no threshold".
-            above = f"(attribute_not_exists(auto_recharge) OR {above})"
-        return await self._set_state(
-            org_id,
-            kind,
-            "armed",
-            f"#state IN ({', '.join(values)}) AND {above}",
-            values,
-        )
+        return await self._update_state(rearm_update(self.accounts_table, org_id, kind, also_due))
 
     async def claim_alert(self, org_id: str, kind: AlertKind) -> bool:
         return await self._set_state(org_id, kind, "sent", "#state = :due", {})
@@ -125,23 +112,13 @@ class AlertItems:
     async def _set_state(
         self, org_id: str, kind: str, to: str, condition: str, values: dict[str, Any]
     ) -> bool:
-        values = {":to": attribute(to), **values}
-        for name in ("due", "sent"):
-            if f":{name}" in condition:
-                values[f":{name}"] = attribute(name)
+        return await self._update_state(
+            state_update(self.accounts_table, org_id, kind, to, condition, values)
+        )
+
+    async def _update_state(self, update: dict[str, Any]) -> bool:
         try:
-            await self._db.call(
-                "UpdateItem",
-                {
-                    "TableName": self.accounts_table,
-                    "Key": org_key(org_id),
-                    "UpdateExpression": "SET #state = :to",
-                    "ConditionExpression": f"attribute_exists(pk) AND {condition}",
-                    "ExpressionAttributeNames": {"#state": _state_name(kind)},
-                    "ExpressionAttributeValues": values,
-                },
-                idempotent=False,
-            )
+            await self._db.call("UpdateItem", update, idempotent=False)
         except DynamoError as error:
             if error.condition_failed:
                 return False
@@ -352,6 +329,39 @@ class AlertItems:
         except DynamoError as error:
             if not error.condition_failed:
                 raise
+
+
+def state_update(
+    table: str, org_id: str, kind: str, to: str, condition: str, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The conditional UpdateItem moving an alert's state to `to`."""
+    values = {":to": attribute(to), **values}
+    for name in ("due", "sent"):
+        if f":{name}" in condition:
+            values[f":{name}"] = attribute(name)
+    return {
+        "TableName": table,
+        "Key": org_key(org_id),
+        "UpdateExpression": "SET #state = :to",
+        "ConditionExpression": f"attribute_exists(pk) AND {condition}",
+        "ExpressionAttributeNames": {"#state": _state_name(kind)},
+        "ExpressionAttributeValues": values,
+    }
+
+
+def rearm_update(table: str, org_id: str, kind: str, also_due: bool = False) -> dict[str, Any]:
+    """Back to "armed" if the alert was acted on ("sent", "failed"; "due" too for a sender
+    that finds it topped up) and the balance is at or above the threshold, or there is no
+    threshold any more. Also what a credit sends after its movement (billing_store.py)."""
+    states = ["sent", "failed"] + (["due"] if also_due else [])
+    values = {f":s{i}": attribute(s) for i, s in enumerate(states)}
+    threshold = _THRESHOLD[kind]
+    above = f"(attribute_not_exists({threshold}) OR balance_usd >= {threshold})"
+    if kind == "recharge":
+        # Auto-recharge turned off counts as "no threshold".
+        above = f"(attribute_not_exists(auto_recharge) OR {above})"
+    condition = f"#state IN ({', '.join(values)}) AND {above}"
+    return state_update(table, org_id, kind, "armed", condition, values)
 
 
 def auto_recharge_of(item: dict[str, Any]) -> AutoRecharge | None:

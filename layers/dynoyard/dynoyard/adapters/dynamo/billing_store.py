@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -27,10 +28,12 @@ from dataclasses import fields, replace
 from decimal import Decimal
 from typing import Any
 
+from dynoyard.adapters.dynamo.alerts_store import rearm_update
 from dynoyard.adapters.dynamo.audit_store import encode_cursor
 from dynoyard.adapters.dynamo.client import CANCELLED, DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain, typed
 from dynoyard.domain.accounts import UnknownOrg
+from dynoyard.domain.alerts import ALERT_KINDS
 from dynoyard.domain.billing import (
     Charge,
     Entry,
@@ -111,7 +114,20 @@ class BillingStore:
             if _CHARGE in failed:
                 raise EventFailure("charge_conflict", "the charge belongs to another org") from None
             raise
+        if movement.amount_usd > 0:
+            await self._rearm_alerts(movement.org_id)
         return True
+
+    async def _rearm_alerts(self, org_id: str) -> None:
+        """A credit that lifted the balance back above an alert's threshold re-arms it (the
+        low-balance alert, auto-recharge): one conditional UpdateItem each, after the
+        movement; one that does not apply changes nothing. A failure never fails the
+        movement, which is done: the org's next request re-arms it (domain/gateway.py)."""
+        for kind in ALERT_KINDS:
+            with contextlib.suppress(DynamoError):
+                await self._db.call(
+                    "UpdateItem", rearm_update(self.table, org_id, kind), idempotent=False
+                )
 
     def _new(self, item: dict[str, Any]) -> dict[str, Any]:
         return {
