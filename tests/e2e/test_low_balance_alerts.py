@@ -7,6 +7,7 @@ above re-arms it; no threshold, no email."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -20,9 +21,14 @@ import httpx
 import pytest
 
 from dynoyard import cli
+from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.alerts_store import OrgManagers
+from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.console_store import ConsoleStore
+from dynoyard.domain.alerts import Alerts
 from dynoyard.domain.money import format_usd
 from tests.conftest import GatewayProcess, Tables
-from tests.e2e.test_console_auth import Console, serve_console
+from tests.e2e.test_console_auth import Console, Mailbox, serve_console
 from tests.e2e.test_console_keys import Person, person, store_call
 
 CHAT = {"model": "test-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
@@ -239,3 +245,34 @@ def test_hostile_thresholds_change_nothing(console: Console, tables: Tables, val
         TableName=tables.accounts, Key={"pk": {"S": f"ORG#{owner.org_id}"}, "sk": {"S": "META"}}
     )["Item"]
     assert "low_balance_usd" not in item and "low_balance_state" not in item
+
+
+def test_senders_running_at_once_send_each_alert_once(
+    console: Console, tables: Tables, gateway: GatewayProcess, outbox: Path
+) -> None:
+    """Four runs of send_due_alerts at the same time (the cleanup and an operator's CLI,
+    say), each on its own client: the conditional due -> sent lets one send."""
+    team = Team(console, tables)
+    tables.store.grant_credits(team.org_id, Decimal(5), "test")
+    team.set_threshold("4.999999")
+    assert spend(gateway, team.key, 2) == [200, 200]
+    mailbox = Mailbox()
+
+    async def run_once() -> int:
+        client = DynamoClient(tables.env["AWS_ENDPOINT_URL_DYNAMODB"], "us-east-1")
+        store = DynamoStore(client, tables.accounts, tables.usage)
+        alerts = Alerts(
+            store, OrgManagers(ConsoleStore(client, tables.accounts)), mailbox, "https://x.example"
+        )
+        try:
+            return (await alerts.send_due_alerts(0)).sent
+        finally:
+            await store.aclose()
+
+    async def race() -> list[int]:
+        return list(await asyncio.gather(*(run_once() for _ in range(4))))
+
+    assert sorted(asyncio.run(race())) == [0, 0, 0, 1]
+    mine = [m.to for m in mailbox.sent if m.to in team.managers()]
+    assert sorted(mine) == sorted(team.managers())
+    assert team.marker() is None
