@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -238,7 +237,6 @@ class Alerts:
         email: EmailSender,
         public_url: str,
         payments: Recharger | None = None,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
         self._managers = managers
