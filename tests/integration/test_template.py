@@ -140,9 +140,10 @@ CONSOLE_GRANTS = {
 # `apply` and `charge`): a movement is one TransactWriteItems of Puts of its guard
 # (MOVEMENT#) and its ledger entry (ORG#/LEDGER#) and Updates of the org's balance and of the
 # charge (CHARGE#: written with a top-up, its refunded total moved conditionally on what
-# GetItem read); Powertools Idempotency's records on the idempotency table; a failed event's
-# id to its dead-letter queue; its own Stripe secret. No Query, no scan, no user or key item,
-# no usage table.
+# GetItem read; a save_card top-up's recharge_card on ORG#), then, after a credit, the
+# alerts re-armed (UpdateItem of ORG#); Powertools Idempotency's records on the idempotency
+# table; a failed event's id to its dead-letter queue; its own Stripe secret. No Query, no
+# scan, no user or key item, no usage table.
 WEBHOOK_GRANTS = {
     ("AccountsTable", "dynamodb:GetItem", ("CHARGE#*",)),
     ("AccountsTable", "dynamodb:PutItem", ("ORG#*", "MOVEMENT#*")),
