@@ -17,6 +17,8 @@ from dynoyard.domain.messages import (
     recharge_failed,
     sign_in_link,
     welcome,
+    welcome_day_1,
+    welcome_day_3,
 )
 
 TO = "ada@example.com"
@@ -68,6 +70,9 @@ BUILDERS: dict[str, Builder] = {
         TO, "Acme Labs", "declined", "20", "100", LINK, lang
     ),
     "recharge-cap": lambda lang: recharge_failed(TO, "Acme Labs", "cap", "20", "100", LINK, lang),
+    "welcome-day-0": lambda lang: welcome(TO, "Ada", lang, LINK),
+    "welcome-day-1": lambda lang: welcome_day_1(TO, "Ada", lang, LINK),
+    "welcome-day-3": lambda lang: welcome_day_3(TO, "Ada", lang, LINK),
 }
 LANGUAGES: list[Language] = ["en", "zh-CN"]
 
@@ -282,3 +287,21 @@ def test_given_a_stored_language_or_accept_language_when_read_then_the_right_lan
     value: str | None, expected: Language
 ):
     assert language_of(value) == expected
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", ["welcome-day-0", "welcome-day-1", "welcome-day-3"])
+def test_given_a_welcome_email_when_built_then_it_offers_one_click_unsubscribe(
+    kind: str, language: Language
+):
+    email = BUILDERS[kind](language)
+
+    assert dict(email.headers) == {
+        "List-Unsubscribe": f"<{LINK}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def test_given_essential_emails_when_built_then_they_carry_no_unsubscribe_header():
+    for kind in ("sign-in", "invitation", "low-balance", "recharge-declined"):
+        assert BUILDERS[kind]("en").headers == ()

@@ -50,6 +50,12 @@ def _checked(message: Email) -> None:
         raise EmailFailed("the recipient is not one email address")
     if any(ch in message.subject for ch in "\r\n\x00"):
         raise EmailFailed("the subject is not one line")
+    for name, value in message.headers:
+        if not _HEADER_NAME.fullmatch(name) or any(ch in value for ch in "\r\n\x00"):
+            raise EmailFailed("a header is not one line")
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 
 
 # -- outbox ------------------------------------------------------------------------------
@@ -69,6 +75,8 @@ def mime_message(message: Email, sender: str = DEFAULT_FROM) -> EmailMessage:
         mime["Message-ID"] = make_msgid(domain=domain)
         # RFC 3834: an automatic message, so auto-responders do not answer it.
         mime["Auto-Submitted"] = "auto-generated"
+        for name, value in message.headers:
+            mime[name] = value
         mime.set_content(message.text, cte=_transfer_encoding(message.text))
         if message.html is not None:
             mime.add_alternative(message.html, subtype="html", cte=_transfer_encoding(message.html))
@@ -172,6 +180,8 @@ class ResendSender:
         }
         if message.html is not None:
             payload["html"] = message.html
+        if message.headers:
+            payload["headers"] = dict(message.headers)
         try:
             response = await self._http().post(self.url, json=payload)
         except httpx.TimeoutException:
@@ -244,16 +254,17 @@ class SesSender:
         body: dict[str, Any] = {"Text": {"Data": message.text, "Charset": "UTF-8"}}
         if message.html is not None:
             body["Html"] = {"Data": message.html, "Charset": "UTF-8"}
+        simple: dict[str, Any] = {
+            "Subject": {"Data": message.subject, "Charset": "UTF-8"},
+            "Body": body,
+        }
+        if message.headers:
+            simple["Headers"] = [{"Name": n, "Value": v} for n, v in message.headers]
         try:
             self._ses().send_email(
                 FromEmailAddress=self.sender,
                 Destination={"ToAddresses": [message.to]},
-                Content={
-                    "Simple": {
-                        "Subject": {"Data": message.subject, "Charset": "UTF-8"},
-                        "Body": body,
-                    }
-                },
+                Content={"Simple": simple},
             )
         except ClientError as exc:
             # The error code only: SES's message names the addresses.

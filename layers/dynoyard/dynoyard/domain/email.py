@@ -16,6 +16,8 @@ class Email:
     subject: str
     text: str
     html: str | None = None
+    # Extra header lines, e.g. List-Unsubscribe (RFC 2369) and List-Unsubscribe-Post (8058).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class EmailSender(Protocol):

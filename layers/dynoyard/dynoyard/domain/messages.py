@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import TypeAlias
 from urllib.parse import urlsplit
@@ -163,10 +163,11 @@ def invitation(
     )
 
 
-def welcome(to: str, name: str, language: Language) -> Email:
+def welcome(to: str, name: str, language: Language, unsubscribe_url: str | None = None) -> Email:
+    """Day 0 of the welcome sequence (non-essential: it carries an unsubscribe link)."""
     who = _inline(name)
     if _zh(language):
-        return _render(
+        return _unsubscribable(
             to,
             language,
             "欢迎使用 Dynoyard",
@@ -176,8 +177,9 @@ def welcome(to: str, name: str, language: Language) -> Email:
                 "并邀请团队成员加入你的组织。",
                 "把任意 OpenAI SDK 的 base URL 指向 Dynoyard，再使用你的 API 密钥，即可开始调用。",
             ],
+            unsubscribe_url,
         )
-    return _render(
+    return _unsubscribable(
         to,
         language,
         "Welcome to Dynoyard",
@@ -187,7 +189,89 @@ def welcome(to: str, name: str, language: Language) -> Email:
             "credits and invite your team to your organization.",
             "Point any OpenAI SDK's base URL at Dynoyard and use one of your API keys to start.",
         ],
+        unsubscribe_url,
     )
+
+
+def welcome_day_1(to: str, name: str, language: Language, unsubscribe_url: str) -> Email:
+    """Day 1 of the welcome sequence: the first request."""
+    who = _inline(name)
+    if _zh(language):
+        return _unsubscribable(
+            to,
+            language,
+            "发出你的第一个 Dynoyard 请求",
+            [
+                f"{who}，你好：" if who else "你好：",
+                "在控制台中创建一个 API 密钥，然后把 OpenAI SDK 的 base URL 改为 Dynoyard 的地址。",
+                "每个请求的用量和费用都会显示在控制台的用量页面中；我们不保存提示词或回答的内容。",
+            ],
+            unsubscribe_url,
+        )
+    return _unsubscribable(
+        to,
+        language,
+        "Make your first Dynoyard request",
+        [
+            f"Hello {who}," if who else "Hello,",
+            "Create an API key in the console, then set your OpenAI SDK's base URL to "
+            "Dynoyard's address.",
+            "Each request's usage and cost show on the console's usage page; we never keep "
+            "prompts or answers.",
+        ],
+        unsubscribe_url,
+    )
+
+
+def welcome_day_3(to: str, name: str, language: Language, unsubscribe_url: str) -> Email:
+    """Day 3 of the welcome sequence: the team and the controls."""
+    who = _inline(name)
+    if _zh(language):
+        return _unsubscribable(
+            to,
+            language,
+            "与团队一起使用 Dynoyard",
+            [
+                f"{who}，你好：" if who else "你好：",
+                "你可以邀请同事加入组织，为每个密钥设置限额，并在余额不足时收到提醒或自动充值。",
+                "有任何问题，直接回复支持邮箱即可。",
+            ],
+            unsubscribe_url,
+        )
+    return _unsubscribable(
+        to,
+        language,
+        "Bring your team to Dynoyard",
+        [
+            f"Hello {who}," if who else "Hello,",
+            "You can invite colleagues to your organization, set limits on each key, and get "
+            "an alert or an automatic top-up when the balance runs low.",
+            "Questions? Write to support and a person will answer.",
+        ],
+        unsubscribe_url,
+    )
+
+
+_UNSUBSCRIBE = {
+    "en": ("You receive this because you signed up for Dynoyard.", "Unsubscribe"),
+    "zh-CN": ("你收到这封邮件是因为你注册了 Dynoyard。", "退订"),
+}
+
+
+def _unsubscribable(
+    to: str, language: Language, subject: str, blocks: list[_Block], url: str | None
+) -> Email:
+    """A non-essential message: an unsubscribe link at the end and the List-Unsubscribe
+    headers (RFC 2369, one-click per RFC 8058) that let mail clients offer it too."""
+    if url is None:
+        return _render(to, language, subject, blocks)
+    why, label = _UNSUBSCRIBE["zh-CN" if _zh(language) else "en"]
+    email = _render(to, language, subject, [*blocks, why, _Link(url, label)])
+    headers = (
+        ("List-Unsubscribe", f"<{_checked_link(url)}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    )
+    return replace(email, headers=headers)
 
 
 def low_balance(
