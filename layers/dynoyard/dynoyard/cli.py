@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--org", help="one organization (default: every one, by a scan of the accounts table)"
     )
 
+    cleanup = commands.add_parser("cleanup", help="the scheduled cleanup").add_subparsers(
+        dest="action", required=True
+    )
+    cleanup.add_parser(
+        "run",
+        help="the scheduled cleanup function's job, run now (safe to run twice or concurrently)",
+    )
+
     audit = commands.add_parser("audit", help="an organization's audit log, newest first")
     audit.add_argument("--org", required=True)
     audit.add_argument("--limit", type=_positive_int, default=50, help="entries (default 50)")
@@ -444,6 +452,22 @@ def _reconcile(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> i
     return DIFFERENCE_EXIT if differs else 0
 
 
+def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
+    """`cleanup run`: one line per step's report; exit 1 when a step failed."""
+    from dynoyard.maintenance.run import run_cleanup
+    from dynoyard.maintenance.settings import CleanupSettings
+
+    result = asyncio.run(run_cleanup(CleanupSettings()))
+    for report in result.reports:
+        shown = report.show()
+        if args.json:
+            out.write(json.dumps(shown) + "\n")
+        else:
+            counts = "  ".join(f"{k}={v}" for k, v in shown.pop("counts").items())
+            out.write("  ".join(f"{k}={v}" for k, v in shown.items()) + f"  {counts}\n")
+    return 1 if result.failed else 0
+
+
 def _daily(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty list
     for line in daily_totals(store.usage_records(args.org, args.since)):
@@ -474,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "usage":
             (_export if args.action == "export" else _daily)(args, store, sys.stdout)
             return 0
+        if args.group == "cleanup":
+            return _cleanup(args, sys.stdout)
         if args.group == "audit":
             _audit(args, store, sys.stdout)
             return 0

@@ -1,0 +1,12 @@
+"""The cleanup job's steps, in the order they run. Each engineer adds theirs with one line."""
+
+from __future__ import annotations
+
+from dynoyard.maintenance.alerts_step import alerts_step
+from dynoyard.maintenance.job import Step
+from dynoyard.maintenance.rollup import rollup_step
+
+STEPS: list[tuple[str, Step]] = [
+    ("rollup", rollup_step),
+    ("alerts", alerts_step),
+]
