@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from dynoyard.domain.money import format_usd
 from dynoyard.domain.usage import UsageRecord
@@ -22,6 +22,27 @@ NAMESPACE = "Dynoyard"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+# Dimensions stay cheap: one series per value, so never an org, key, model or request id
+# (tests/unit/test_metrics_dimensions.py holds every metric to these).
+ALLOWED_DIMENSIONS = frozenset({"service", "ErrorClass"})
+# The ErrorClass dimension's fixed values.
+ERROR_CLASSES = ("client", "throttle", "upstream", "store", "internal")
+
+
+def error_class(record: UsageRecord) -> str | None:
+    """A request's error as one of ERROR_CLASSES, None when it succeeded."""
+    if record.error_code is None and record.status < 400:
+        return None
+    if record.error_code == "rate_limit_exceeded" or record.status == 429:
+        return "throttle"
+    if record.error_code in ("upstream_error", "upstream_timeout"):
+        return "upstream"
+    if record.error_code == "service_unavailable":
+        return "store"
+    if record.status >= 500:
+        return "internal"
+    return "client"
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -71,11 +92,32 @@ class PowertoolsObserver:
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=record.latency_ms)
         metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=record.total_tokens)
+        # EMF values are JSON numbers: the cost's float is for graphs only, never for money.
+        metrics.add_metric(name="CostUsd", unit=MetricUnit.NoUnit, value=float(record.cost_usd))
+        if record.upstream_ms > 0:
+            metrics.add_metric(
+                name="UpstreamLatencyMs", unit=MetricUnit.Milliseconds, value=record.upstream_ms
+            )
+        # What the gateway itself adds: authentication, the hold, the settle, the cache.
+        overhead = max(record.latency_ms - record.upstream_ms, 0)
+        metrics.add_metric(name="GatewayOverheadMs", unit=MetricUnit.Milliseconds, value=overhead)
+        if record.cached:
+            metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
         if record.error_code in ("upstream_error", "upstream_timeout"):
             metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         if record.error_code == "service_unavailable":
             metrics.add_metric(name="StoreUnavailable", unit=MetricUnit.Count, value=1)
+        failure = error_class(record)
+        if failure == "throttle":
+            metrics.add_metric(name="Throttles", unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()
+        if failure is not None:
+            # Its own blob: the ErrorClass dimension must not split the metrics above.
+            with single_metric(
+                name="Errors", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+            ) as errors:
+                errors.add_dimension(name="service", value=SERVICE)
+                errors.add_dimension(name="ErrorClass", value=failure)
 
     def hold_exceeded(self, record: UsageRecord, held: Decimal) -> None:
         logger.warning(
