@@ -115,6 +115,8 @@ def test_a_deleted_account_leaves_no_personal_data_and_the_money_reconciles(
     # audit entries from her IP.
     store_call(tables, "link_identity", "google", f"g-{tag}", alice.user_id)
     store_call(tables, "link_identity", "discord", f"d-{tag}", alice.user_id)
+    # An unsubscribe link sent to her, and her welcome emails still to come (since sign-up).
+    store_call(tables, "put_unsubscribe_token", secrets.token_hex(32), alice.user_id, 2**31)
     console.request("POST", "/api/auth/email-link", json={"email": email})
     second_session = console.follow(email)
     console.request("POST", "/api/auth/email-link", json={"email": email, "name": canary})

@@ -19,6 +19,7 @@ from dynoyard.console import (
     orgs,
     rights,
     team,
+    unsubscribe,
     usage,
 )
 from dynoyard.console.errors import install_error_handlers
@@ -52,6 +53,7 @@ def create_console_app(
     app.include_router(rights.router)
     app.include_router(billing.router)
     app.include_router(auto_recharge.router)
+    app.include_router(unsubscribe.router)
     install_error_handlers(app)
     return app
 

@@ -39,7 +39,7 @@ from dynoyard.domain.accounts import Org, UnknownOrg
 from dynoyard.domain.administration import Actor
 from dynoyard.domain.audit import AuditAction
 from dynoyard.domain.email import Email, EmailFailed
-from dynoyard.domain.messages import language_of, sign_in_link
+from dynoyard.domain.messages import WELCOME_DAYS, language_of, sign_in_link
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,7 @@ async def sign_up(
     org_name = f"{name or email.split('@')[0]}'s organization"
     org_id = await rt.admin.create_org(org_name, email)
     await rt.store.add_member(org_id, user_id, "owner")
+    await rt.store.schedule_welcome(user_id, WELCOME_DAYS, rt.store.now())
     return user
 
 
@@ -345,6 +346,8 @@ class MePatch(BaseModel):
 
     name: StrictStr | None = Field(None, max_length=400)
     language: StrictStr | None = None
+    # False: no non-essential email (the welcome sequence); essential email still comes.
+    marketing_email: StrictBool | None = None
 
 
 @router.get("/me")
@@ -382,7 +385,10 @@ async def patch_me(body: MePatch, request: Request, caller: SignedInCsrf) -> dic
             )
     if body.language is not None and body.language not in LANGUAGES:
         raise bad_request(f"The language must be one of {', '.join(LANGUAGES)}.", param="language")
-    user = await rt.store.update_user(caller.user.user_id, name=name, language=body.language)
+    opt_out = None if body.marketing_email is None else not body.marketing_email
+    user = await rt.store.update_user(
+        caller.user.user_id, name=name, language=body.language, email_opt_out=opt_out
+    )
     if user is None:
         raise not_signed_in()
     return {"user": _user_view(user)}
@@ -415,4 +421,5 @@ def _user_view(user: User) -> dict[str, Any]:
         "name": user.name,
         "language": user.language,
         "verified": user.verified,
+        "marketing_email": not user.email_opt_out,
     }

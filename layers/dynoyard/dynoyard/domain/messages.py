@@ -22,6 +22,8 @@ from dynoyard.domain.email import Email, Language
 
 # Names come from users: a long one must not fill a subject line.
 NAME_LIMIT = 80
+# The welcome sequence: days after sign-up (day 0 is `welcome`).
+WELCOME_DAYS = (0, 1, 3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,10 @@ Single-table layout (pk / sk); `expires_at` is the table's TTL attribute (epoch 
   ORG#<org_id>           / META  owner_count  the org's owners, moved in the same transaction
                                               as each membership (never below 1 on a change)
   USER#<user_id>         / META  orgs_created organizations the user made (POST /api/orgs)
+  USER#<user_id>         / META  email_opt_out, welcome_sent (number set: days sent)
+  WELCOME#<day>          / USER#<user_id>     user_id, due_at: a welcome email still to send
+  UNSUB#<sha256(token)>  / UNSUB              user_id, expires_at: an unsubscribe link
+  USER#<user_id>         / UNSUB#<sha256>     expires_at: the user's side of it
   ORG#<org_id>           / INVITE#<inv_id>    invite_id, org_id, email, normalized_email,
                                               role, invited_by, created_at, token_hash,
                                               expires_at: a pending invitation (7 days)
@@ -73,6 +77,7 @@ class User:
     created_at: str
     terms_accepted_at: str | None
     sessions_epoch: int
+    email_opt_out: bool = False  # no non-essential email (the welcome sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,9 +354,15 @@ class ConsoleStore:
         name: str | None = None,
         language: str | None = None,
         verified: bool | None = None,
+        email_opt_out: bool | None = None,
     ) -> User | None:
         """Changes what is given; None when there is no such user."""
-        given = (("name", name), ("language", language), ("verified", verified))
+        given = (
+            ("name", name),
+            ("language", language),
+            ("verified", verified),
+            ("email_opt_out", email_opt_out),
+        )
         changes = {k: v for k, v in given if v is not None}
         if changes:
             try:
@@ -827,6 +838,110 @@ class ConsoleStore:
             idempotent=False,
         )
 
+    # -- the welcome sequence and non-essential email ------------------------------------
+
+    async def schedule_welcome(self, user_id: str, days: tuple[int, ...], start: int) -> None:
+        """One `WELCOME#<day>` / `USER#<id>` item per day of the sequence, due `day` days
+        after `start`: the cleanup finds who is due by a Query, never a scan of users."""
+        for day in days:
+            item = {
+                "pk": f"WELCOME#{day}",
+                "sk": f"USER#{user_id}",
+                "user_id": user_id,
+                "due_at": start + day * 86_400,
+            }
+            await self._db.call("PutItem", {"TableName": self.table, "Item": typed(item)})
+
+    async def due_welcomes(self, day: int, now: int) -> list[str]:
+        """The users whose welcome email of `day` is due."""
+        items = await self._query(
+            {
+                "KeyConditionExpression": "pk = :pk",
+                "FilterExpression": "due_at <= :now",
+                "ExpressionAttributeValues": {
+                    ":pk": attribute(f"WELCOME#{day}"),
+                    ":now": attribute(now),
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return [str(item["user_id"]) for item in items]
+
+    async def end_welcome(self, day: int, user_id: str) -> None:
+        await self._db.call(
+            "DeleteItem",
+            {"TableName": self.table, "Key": _key(f"WELCOME#{day}", f"USER#{user_id}")},
+        )
+
+    async def claim_welcome(self, user_id: str, day: int) -> bool:
+        """Marks the day's email as sent, once, before it is sent; False when it was sent
+        already, the user opted out or no longer exists."""
+        try:
+            await self._db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": _key(f"USER#{user_id}", "META"),
+                    "UpdateExpression": "ADD welcome_sent :day",
+                    "ConditionExpression": "attribute_exists(pk) AND NOT contains(welcome_sent, "
+                    ":d) AND (attribute_not_exists(email_opt_out) OR email_opt_out = :no)",
+                    "ExpressionAttributeValues": {
+                        ":day": {"NS": [str(day)]},
+                        ":d": attribute(day),
+                        ":no": attribute(False),
+                    },
+                },
+                idempotent=False,
+            )
+        except DynamoError as error:
+            if error.condition_failed:
+                return False
+            raise
+        return True
+
+    async def unclaim_welcome(self, user_id: str, day: int) -> None:
+        """Undoes `claim_welcome` when the email could not be sent: the next run retries."""
+        await self._db.call(
+            "UpdateItem",
+            {
+                "TableName": self.table,
+                "Key": _key(f"USER#{user_id}", "META"),
+                "UpdateExpression": "DELETE welcome_sent :day",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": {":day": {"NS": [str(day)]}},
+            },
+        )
+
+    async def put_unsubscribe_token(self, token_hash: str, user_id: str, expires_at: int) -> None:
+        """An unsubscribe link's way in (`UNSUB#<sha256>`), and the user's side of it so
+        erasing the user finds it."""
+        await self._put_new(
+            {
+                "pk": f"UNSUB#{token_hash}",
+                "sk": "UNSUB",
+                "user_id": user_id,
+                "expires_at": expires_at,
+            }
+        )
+        await self._db.call(
+            "PutItem",
+            {
+                "TableName": self.table,
+                "Item": typed(
+                    {"pk": f"USER#{user_id}", "sk": f"UNSUB#{token_hash}", "expires_at": expires_at}
+                ),
+            },
+        )
+
+    async def unsubscribe_user(self, token_hash: str) -> str | None:
+        """The token's user, now opted out of non-essential email (the token keeps working:
+        a second click changes nothing); None for an unknown or expired token."""
+        pointer = await self._get(f"UNSUB#{token_hash}", "UNSUB")
+        if pointer is None:
+            return None
+        user_id = str(pointer["user_id"])
+        return user_id if await self.update_user(user_id, email_opt_out=True) else None
+
     # -- keys (read side; created and revoked by AccountsAdmin) ---------------------------
 
     async def org_keys(self, org_id: str) -> list[dict[str, Any]]:
@@ -877,6 +992,7 @@ def _user(item: dict[str, Any]) -> User:
         created_at=str(item.get("created_at", "")),
         terms_accepted_at=str(accepted) if accepted else None,
         sessions_epoch=int(item.get("sessions_epoch", 0)),
+        email_opt_out=bool(item.get("email_opt_out", False)),
     )
 
 

@@ -11,6 +11,7 @@ Items it reads or changes, besides console_store.py's and admin.py's:
   ORG#<org_id>/INVITE#<id>, INVITE#<sha256>, EMAIL#<address>/INVITE#<org>#<id>
                                                     an invitation's items (console_store.py)
   ORG#<org_id>        / LEDGER#..., AUDIT#...       scrubbed in place, never deleted
+  WELCOME#<day>/USER#<id>, UNSUB#<sha256>/UNSUB      welcome emails to send, unsubscribe links
   usage: ORG#<org_id> / <time>#<request>           client_ip, error_head removed (closed)
 
 Erasure reads items whatever their `expires_at`: DynamoDB's TTL deletes days late, and an
@@ -28,6 +29,7 @@ from dynoyard.adapters.dynamo.admin import AccountsAdmin
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import attribute, plain
 from dynoyard.adapters.dynamo.console_store import ConsoleStore, _key
+from dynoyard.domain.messages import WELCOME_DAYS
 from dynoyard.domain.rights import Role, Scrubber, scrub_audit_entry
 from dynoyard.domain.team import LastOwner, MembershipChanged
 
@@ -212,8 +214,12 @@ class RightsStore(ConsoleStore):
             elif sk.startswith("INVITE#"):  # console_store's invitations_to, expired too
                 await self._drop_invitation(str(item["org_id"]), str(item["invite_id"]))
             await self._delete(f"EMAIL#{address}", sk)
+        for day in WELCOME_DAYS:  # welcome emails still to send (console_store)
+            await self._delete(f"WELCOME#{day}", f"USER#{user_id}")
         items = await self._partition(f"USER#{user_id}", "", expired_too=True)
         for item in sorted(items, key=lambda i: i["sk"] == "META"):
+            if str(item["sk"]).startswith("UNSUB#"):  # an unsubscribe link's way in
+                await self._delete(str(item["sk"]), "UNSUB")
             await self._delete(f"USER#{user_id}", str(item["sk"]))
 
     # -- helpers -----------------------------------------------------------------------
