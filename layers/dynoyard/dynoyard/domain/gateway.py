@@ -74,6 +74,10 @@ from dynoyard.domain.usage import CLIENT_CLOSED, UsageRecord, error_head, utcnow
 ERROR_READ_BYTES = 64 * 1024
 SETTLE_ATTEMPTS = 4
 SETTLE_BACKOFF_SECONDS = 0.05  # doubled per attempt, jittered
+# A hold with no settle this long after its request's deadline is stranded (its process
+# died, or every settle failed) and the cleanup job returns it: past the Lambda timeout
+# (at most 30 s after the deadline), and the settle's retries (well under a second).
+STRANDED_AFTER_DEADLINE_SECONDS = 60.0
 MAX_MODEL_NAME = 128
 KEY_CACHE_ENTRIES = 10_000
 
@@ -219,7 +223,14 @@ class Gateway:
                 for m in call.route
             )
             try:
-                call.hold = await self._ledger.hold(key.org_id, amount, key, tokens)
+                call.hold = await self._ledger.hold(
+                    key.org_id,
+                    amount,
+                    key,
+                    tokens,
+                    request_id=request_id,
+                    returnable_after=self._deadline_seconds + STRANDED_AFTER_DEADLINE_SECONDS,
+                )
             except InsufficientBalance:
                 raise errors.insufficient_quota() from None
             except OrgClosed:
@@ -502,6 +513,7 @@ class Gateway:
                     call.held,
                     call.hold.key_charge if call.hold is not None else None,
                     call.cache_entry,
+                    recorded=call.hold is not None and call.hold.recorded,
                 )
                 failure = None
                 break

@@ -53,6 +53,9 @@ class Hold:
     low_balance_state: str | None = None  # "armed" (or absent), "due" or "sent"
     recharge_usd: Decimal | None = None  # auto-recharge's threshold when it is on
     recharge_state: str | None = None  # "armed" (or absent), "due", "sent" or "failed"
+    # The hold is also on the org item as `hold_<request id>` with its expiry, so a hold
+    # whose settle never comes is returned (dynoyard/maintenance/stranded_holds.py).
+    recorded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +120,20 @@ class KeyStore(Protocol):
 
 class Ledger(Protocol):
     async def hold(
-        self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
+        self,
+        org_id: str,
+        amount: Decimal,
+        key: ApiKey | None = None,
+        tokens: int = 0,
+        request_id: str | None = None,
+        returnable_after: float = 0.0,
     ) -> Hold:
         """Take `amount` from the balance if it stays >= 0 (else InsufficientBalance) and
         add it to the org's `held_usd` in the same write, refuse a closed organization
         (OrgClosed), and count the request against the organization's and the key's limits
-        and caps (else RateLimited); no extra round trip for a key without limits."""
+        and caps (else RateLimited); no extra round trip for a key without limits. With a
+        `request_id`, the same write records the hold, returnable `returnable_after`
+        seconds from now if no settle has come by then (`Hold.recorded`)."""
 
     async def settle(
         self,
@@ -130,10 +141,12 @@ class Ledger(Protocol):
         held: Decimal,
         key_charge: KeyCharge | None = None,
         cache_entry: CacheEntry | None = None,
+        recorded: bool = False,
     ) -> None:
         """Return `held - record.cost_usd` to the balance and take `held` off `held_usd`
         (and what the key's caps held beyond what was used), store the record and the cache
-        entry, atomically and at most once per request id."""
+        entry, atomically and at most once per request id. A `recorded` hold already
+        returned as stranded is not returned again: only the cost is charged."""
 
 
 class AlertMarks(Protocol):

@@ -10,12 +10,22 @@ the settle's transaction takes it off again (with the unused part returned to th
 so `balance_usd + held_usd` moves only by what requests cost and `dynoyard billing
 reconcile` can balance the ledger while requests are in flight. The settle is conditioned on
 its usage record not existing yet, so a settle sent twice releases the hold once.
+
+A hold whose settle never comes (its answer lost, its process killed) must not stay in
+`held_usd` forever. So the hold's write also SETs `hold_<request id>` = {amount, expires_at}
+on the org item, and the settle REMOVEs it on condition that it is still there. The cleanup
+job (dynoyard/maintenance/stranded_holds.py, `return_stranded`) returns a hold past its
+expiry with one conditional write that removes the same attribute: whichever of the two
+comes first wins, so a hold is returned once. A settle arriving after the return charges
+the request's cost only (`_charge_only`). Each hold in flight adds about 80 bytes to the
+org item, whose limit is 400 KB: thousands of one org's requests may be in flight at once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -49,6 +59,9 @@ from dynoyard.domain.usage import UsageRecord
 # Tries of the hold when requests race to open a new minute's window.
 HOLD_WINDOW_ATTEMPTS = 3
 MARKED_KEYS = 10_000  # keys an instance remembers having marked used this hour
+HOLD_PREFIX = "hold_"  # + the request id: one top-level attribute per hold in flight
+# Request ids are the gateway's `req_<24 hex>`; anything else is never made a name.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class HotPath:
@@ -73,27 +86,37 @@ class HotPath:
         return _api_key(plain(item)) if item else None
 
     async def hold(
-        self, org_id: str, amount: Decimal, key: ApiKey | None = None, tokens: int = 0
+        self,
+        org_id: str,
+        amount: Decimal,
+        key: ApiKey | None = None,
+        tokens: int = 0,
+        request_id: str | None = None,
+        returnable_after: float = 0.0,
     ) -> Hold:
         """Takes the hold from the org's balance, counting the request against the org's
         and the key's limits. A key without limits costs one write; a key with limits one
-        more, on its own item, first (see `_count_against_key`)."""
+        more, on its own item, first (see `_count_against_key`). With a request id, the
+        write also records the hold, returnable once `returnable_after` seconds passed."""
         if amount <= 0:
             raise ValueError("a hold is always positive")
+        if request_id is not None and not SAFE_REQUEST_ID.fullmatch(request_id):
+            raise ValueError("a request id of letters, digits, '_' and '-' only")
         now = self._clock()
+        record = _HoldRecord(request_id, amount, int(now + returnable_after) + 1)
         if key is None:
-            return await self._hold_org(org_id, amount, now)
+            return await self._hold_org(org_id, amount, now, record)
         counters = counters_for(key.limits, now, tokens, amount)
         mark = self._mark_due(key, now)
         # A rotated key counts against the counters of the first key it was rotated from.
         home = key.counters_hash or key.key_hash
         charge = KeyCharge(home, now, amount, tokens, frozenset(c.kind for c in counters), mark)
         if not counters:
-            taken = await self._hold_org(org_id, amount, now)
+            taken = await self._hold_org(org_id, amount, now, record)
             return replace(taken, key_charge=charge) if mark is not None else taken
         key_states = await self._count_against_key(home, counters, now)
         try:
-            taken = await self._hold_org(org_id, amount, now)
+            taken = await self._hold_org(org_id, amount, now, record)
         except BaseException:
             # The org refused (or the write failed): what the key's counters took goes back.
             await self._give_back(home, [(c, c.amount) for c in counters])
@@ -110,7 +133,9 @@ class HotPath:
             return None
         return key.key_hash
 
-    async def _hold_org(self, org_id: str, amount: Decimal, now: float) -> Hold:
+    async def _hold_org(
+        self, org_id: str, amount: Decimal, now: float, record: _HoldRecord
+    ) -> Hold:
         """One conditional write takes the hold and counts the request in the current
         minute's window, refused past the org's `rate_limit_rpm`: the rate limit costs no
         extra round trip, except for the first request of a new minute of a limited org,
@@ -119,9 +144,9 @@ class HotPath:
         answers with the org's item, so its settings (the cache) cost no read either."""
         minute = int(now // 60)
         for _ in range(HOLD_WINDOW_ATTEMPTS):
-            taken, item = await self._hold_once(org_id, amount, minute, in_window=True)
+            taken, item = await self._hold_once(org_id, record, minute, in_window=True)
             if taken:
-                return _hold_from(item, amount, now)
+                return _hold_from(item, amount, now, record)
             if "closed_at" in item:
                 raise OrgClosed(org_id)
             limit, balance = item.get("rate_limit_rpm"), item.get("balance_usd")
@@ -132,9 +157,9 @@ class HotPath:
                 raise RateLimited(reset, LimitState("requests", int(limit), 0, reset))
             # The window is an earlier minute's: open this minute's, unless another request
             # just did (then the first write is tried again).
-            taken, item = await self._hold_once(org_id, amount, minute, in_window=False)
+            taken, item = await self._hold_once(org_id, record, minute, in_window=False)
             if taken:
-                return _hold_from(item, amount, now)
+                return _hold_from(item, amount, now, record)
         raise StoreUnavailable("the rate-limit window kept moving")
 
     async def _count_against_key(
@@ -226,11 +251,12 @@ class HotPath:
         raise StoreUnavailable("the failure window kept moving")
 
     async def _hold_once(
-        self, org_id: str, amount: Decimal, minute: int, in_window: bool
+        self, org_id: str, record: _HoldRecord, minute: int, in_window: bool
     ) -> tuple[bool, dict[str, Any]]:
         """(True, the item after the write) if the hold was taken; else (False, the item as
         it was), to tell why not. The amount moves from `balance_usd` to `held_usd`; a closed
-        organization (account deletion's `closed_at`) takes none."""
+        organization (account deletion's `closed_at`) takes none. A hold with a request id
+        is recorded in the same write (`hold_<request id>`)."""
         if in_window:
             update = "SET balance_usd = balance_usd - :amount ADD rpm_count :one, held_usd :amount"
             condition = (
@@ -247,19 +273,24 @@ class HotPath:
                 "attribute_not_exists(closed_at) AND balance_usd >= :amount"
                 " AND (attribute_not_exists(rpm_minute) OR rpm_minute < :minute)"
             )
-        return await self._update_if(
-            {
-                "TableName": self.accounts_table,
-                "Key": org_key(org_id),
-                "UpdateExpression": update,
-                "ConditionExpression": condition,
-                "ExpressionAttributeValues": {
-                    ":amount": num(amount),
-                    ":one": num(1),
-                    ":minute": num(minute),
-                },
+        params: dict[str, Any] = {
+            "TableName": self.accounts_table,
+            "Key": org_key(org_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {
+                ":amount": num(record.amount),
+                ":one": num(1),
+                ":minute": num(minute),
+            },
+        }
+        if record.request_id is not None:
+            params["UpdateExpression"] = update.replace("SET ", "SET #hold = :hold, ", 1)
+            params["ExpressionAttributeNames"] = {"#hold": HOLD_PREFIX + record.request_id}
+            params["ExpressionAttributeValues"][":hold"] = {
+                "M": {"amount": num(record.amount), "expires_at": num(record.expires_at)}
             }
-        )
+        return await self._update_if(params)
 
     async def _update_if(self, params: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """A conditional UpdateItem that is never sent twice (a lost answer must not take
@@ -287,6 +318,7 @@ class HotPath:
         held: Decimal,
         key_charge: KeyCharge | None = None,
         cache_entry: CacheEntry | None = None,
+        recorded: bool = False,
     ) -> None:
         put = {
             "TableName": self.usage_table,
@@ -294,44 +326,148 @@ class HotPath:
             # The request id is in the sort key: a second settle of it changes nothing.
             "ConditionExpression": "attribute_not_exists(pk)",
         }
-        writes: list[dict[str, Any]] = [{"Put": put}]
-        org_update = _release(self.accounts_table, record, held)
-        if org_update is not None:
-            writes.append({"Update": org_update})
+        keys: list[dict[str, Any]] = []
         if key_charge is not None:
-            for update in _key_updates(self.accounts_table, key_charge, record):
-                writes.append({"Update": update})
+            keys = [{"Update": u} for u in _key_updates(self.accounts_table, key_charge, record)]
+        org_update = _release(self.accounts_table, record, held, recorded)
+        others = [{"Update": org_update}] if org_update is not None else []
         if cache_entry is not None:
-            writes.append({"Put": {"TableName": self.cache_table, "Item": cache_item(cache_entry)}})
+            others.append({"Put": {"TableName": self.cache_table, "Item": cache_item(cache_entry)}})
         try:
-            if len(writes) == 1:
-                await self._db.call("PutItem", put)
-            else:
-                await self._db.call("TransactWriteItems", {"TransactItems": writes})
+            await self._write_settle(put, others + keys)
         except DynamoError as error:
             if not error.condition_failed:
                 raise
-            # Already settled by an earlier attempt whose answer was lost.
+            # The record exists: already settled by an earlier attempt whose answer was
+            # lost. Else the recorded hold is gone: returned as stranded, the cost is due.
+            if recorded and not _first_refused(error):
+                await self._charge_only(put, record, keys)
         if key_charge is not None and key_charge.mark_used is not None:
             if len(self._marked_hours) >= MARKED_KEYS:
                 self._marked_hours.clear()
             self._marked_hours[key_charge.mark_used] = int(key_charge.taken_at // 3600)
 
+    async def _write_settle(self, put: dict[str, Any], others: list[dict[str, Any]]) -> None:
+        """The usage record alone, or in one transaction with the other writes (first)."""
+        if not others:
+            await self._db.call("PutItem", put)
+        else:
+            items = [{"Put": put}, *others]
+            await self._db.call("TransactWriteItems", {"TransactItems": items})
 
-def _release(table: str, record: UsageRecord, held: Decimal) -> dict[str, Any] | None:
+    async def _charge_only(
+        self, put: dict[str, Any], record: UsageRecord, keys: list[dict[str, Any]]
+    ) -> None:
+        """A late settle of a hold already returned to the balance: the record and the
+        request's whole cost, still only if the record is not there yet (a replay of the
+        late settle changes nothing); the key's counters get back what they held unused."""
+        charge: list[dict[str, Any]] = []
+        if record.cost_usd:
+            charge = [
+                {
+                    "Update": {
+                        "TableName": self.accounts_table,
+                        "Key": org_key(record.org_id),
+                        "UpdateExpression": "ADD balance_usd :cost",
+                        "ExpressionAttributeValues": {":cost": num(-record.cost_usd)},
+                    }
+                }
+            ]
+        try:
+            await self._write_settle(put, charge + keys)
+        except DynamoError as error:
+            if not error.condition_failed:
+                raise
+
+    async def stranded_holds(self, org_id: str, now: float) -> list[StrandedHold]:
+        """The org's recorded holds whose expiry has passed (a strongly consistent read)."""
+        answer = await self._db.call(
+            "GetItem",
+            {"TableName": self.accounts_table, "Key": org_key(org_id), "ConsistentRead": True},
+        )
+        found: list[StrandedHold] = []
+        for name, value in plain(answer.get("Item") or {}).items():
+            if not name.startswith(HOLD_PREFIX) or not isinstance(value, dict):
+                continue
+            hold = StrandedHold(
+                org_id,
+                name.removeprefix(HOLD_PREFIX),
+                Decimal(value["amount"]),
+                int(value["expires_at"]),
+            )
+            if hold.expires_at <= now:
+                found.append(hold)
+        return found
+
+    async def return_hold(self, hold: StrandedHold) -> bool:
+        """Gives a stranded hold back to the balance: True for the one write that did it,
+        False when its settle (or another run) removed it first."""
+        returned, _ = await self._update_if(
+            {
+                "TableName": self.accounts_table,
+                "Key": org_key(hold.org_id),
+                "UpdateExpression": "REMOVE #hold ADD balance_usd :amount, held_usd :minus",
+                "ConditionExpression": "#hold.amount = :amount",
+                "ExpressionAttributeNames": {"#hold": HOLD_PREFIX + hold.request_id},
+                "ExpressionAttributeValues": {
+                    ":amount": num(hold.amount),
+                    ":minus": num(-hold.amount),
+                },
+            }
+        )
+        return returned
+
+
+@dataclass(frozen=True, slots=True)
+class _HoldRecord:
+    """What the hold's write records (nothing without a request id)."""
+
+    request_id: str | None
+    amount: Decimal
+    expires_at: int  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class StrandedHold:
+    """A recorded hold past its expiry, with no settle yet."""
+
+    org_id: str
+    request_id: str
+    amount: Decimal
+    expires_at: int  # epoch seconds
+
+
+def _first_refused(error: DynamoError) -> bool:
+    """The settle's first write (the usage record's Put) failed its condition."""
+    reasons = error.body.get("CancellationReasons") or [{"Code": error.code}]
+    return bool(reasons) and (reasons[0] or {}).get("Code") in (
+        "ConditionalCheckFailed",
+        "ConditionalCheckFailedException",
+    )
+
+
+def _release(
+    table: str, record: UsageRecord, held: Decimal, recorded: bool
+) -> dict[str, Any] | None:
     """The settle's write on the org item: the hold leaves `held_usd`, and what the request
     did not use goes back to the balance (negative when the upstream charged past the
-    hold). None when there was no hold and nothing was charged (a request refused early)."""
+    hold). None when there was no hold and nothing was charged (a request refused early).
+    A recorded hold is removed too, only if it is still there (not returned as stranded)."""
     moves = {"balance_usd": held - record.cost_usd, "held_usd": -held}
     moves = {name: amount for name, amount in moves.items() if amount}
     if not moves:
         return None
-    return {
+    update: dict[str, Any] = {
         "TableName": table,
         "Key": org_key(record.org_id),
         "UpdateExpression": "ADD " + ", ".join(f"{name} :{name}" for name in moves),
         "ExpressionAttributeValues": {f":{name}": num(amount) for name, amount in moves.items()},
     }
+    if recorded:
+        update["UpdateExpression"] += " REMOVE #hold"
+        update["ConditionExpression"] = "attribute_exists(#hold)"
+        update["ExpressionAttributeNames"] = {"#hold": HOLD_PREFIX + record.request_id}
+    return update
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey | None:
@@ -366,7 +502,7 @@ def _whole(value: Decimal | None) -> int | None:
     return int(value) if value is not None else None
 
 
-def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
+def _hold_from(org: dict[str, Any], amount: Decimal, now: float, record: _HoldRecord) -> Hold:
     """The hold, with the org's settings as its item said after the write."""
     limits: tuple[LimitState, ...] = ()
     limit = org.get("rate_limit_rpm")
@@ -388,6 +524,7 @@ def _hold_from(org: dict[str, Any], amount: Decimal, now: float) -> Hold:
         low_balance_state=org.get("low_balance_state"),
         recharge_usd=recharge.get("threshold_usd") if recharge_on else None,
         recharge_state=org.get("recharge_state"),
+        recorded=record.request_id is not None,
     )
 
 

@@ -59,13 +59,20 @@ class ReconcileItems:
                 return found
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def org_ids(self) -> AsyncIterator[str]:
+    async def org_ids(self, holding: bool = False, after: str | None = None) -> AsyncIterator[str]:
+        """Every organization, or (`holding`) those with a hold in flight, `held_usd` > 0:
+        where the cleanup job looks for stranded holds."""
         params: dict[str, Any] = {
             "TableName": self.accounts_table,
             "FilterExpression": "sk = :meta AND begins_with(pk, :org)",
             "ExpressionAttributeValues": {":meta": {"S": "META"}, ":org": {"S": "ORG#"}},
             "ProjectionExpression": "pk",
         }
+        if holding:
+            params["FilterExpression"] += " AND held_usd > :zero"
+            params["ExpressionAttributeValues"][":zero"] = {"N": "0"}
+        if after is not None:  # resume the scan after this organization (a job's checkpoint)
+            params["ExclusiveStartKey"] = org_key(after)
         while True:
             page = await self._db.call("Scan", params)
             for item in page.get("Items", []):
