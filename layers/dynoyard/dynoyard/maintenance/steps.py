@@ -5,8 +5,10 @@ from __future__ import annotations
 from dynoyard.maintenance.alerts_step import alerts_step
 from dynoyard.maintenance.job import Step
 from dynoyard.maintenance.rollup import rollup_step
+from dynoyard.maintenance.stranded_holds import stranded_holds_step
 
 STEPS: list[tuple[str, Step]] = [
     ("rollup", rollup_step),
+    ("stranded_holds", stranded_holds_step),
     ("alerts", alerts_step),
 ]
