@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -38,7 +38,13 @@ from dynoyard.domain.billing import MAX_HISTORY_PAGE, Entry, InvalidLedgerQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
 from dynoyard.domain.money import format_usd, parse_usd
 from dynoyard.domain.reconcile import Reconciliation, reconcile_org
-from dynoyard.domain.usage import EXPORT_FORMATS, daily_totals, export_header, export_lines
+from dynoyard.domain.rollup import KEEP_DAYS, daily_usage
+from dynoyard.domain.usage import (
+    EXPORT_FORMATS,
+    RETENTION_DAYS,
+    export_header,
+    export_lines,
+)
 
 if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import BlockingStore
@@ -470,7 +476,18 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
 
 def _daily(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     store.get_org(args.org)  # an unknown org is an error, not an empty list
-    for line in daily_totals(store.usage_records(args.org, args.since)):
+    dynamo = store.store
+    now = datetime.now(UTC)
+    start = args.since or now - timedelta(days=RETENTION_DAYS + KEEP_DAYS)
+
+    async def read() -> list[dict[str, Any]]:
+        try:
+            # The rolled-up days from their aggregates, the others from their records.
+            return await daily_usage(dynamo, args.org, start, now + timedelta(days=1), 10**9)
+        finally:
+            await dynamo.aclose()
+
+    for line in asyncio.run(read()):
         out.write((json.dumps(line) if args.json else _human(line)) + "\n")
 
 

@@ -18,11 +18,11 @@ from dynoyard.console.auth import runtime
 from dynoyard.console.errors import bad_request
 from dynoyard.console.orgs import KEY_ID, OrgAccess, allowed
 from dynoyard.domain.audit import free_text
+from dynoyard.domain.rollup import daily_usage
 from dynoyard.domain.usage import (
     RETENTION_DAYS,
     ExportFormat,
     UsageRecord,
-    daily_totals,
     export_header,
     export_lines,
 )
@@ -92,14 +92,12 @@ async def usage_records(
 async def usage_daily(
     request: Request, access: ReadUsage, since: str | None = None, until: str | None = None
 ) -> dict[str, Any]:
-    """One line per UTC day and model (today so far included); totals equal the records'."""
+    """One line per UTC day and model (today so far included); totals equal the records'.
+    Rolled-up days come from their daily aggregates (domain/rollup.py), so they stay past
+    the records' 90 days; the rest is totalled from the records."""
     start, end = _range(since, until)
     store = runtime(request).admin
-    records, cursor = await store.usage_page(access.org_id, start, end, 1000)
-    while cursor is not None and len(records) < DAILY_RECORDS_CAP:
-        more, cursor = await store.usage_page(access.org_id, start, end, 1000, cursor)
-        records += more
-    return {"days": daily_totals(records)}
+    return {"days": await daily_usage(store, access.org_id, start, end, DAILY_RECORDS_CAP)}
 
 
 @router.get(

@@ -18,11 +18,12 @@ from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.ledger import HotPath
 from dynoyard.adapters.dynamo.reconcile import ReconcileItems
+from dynoyard.adapters.dynamo.rollup_store import RollupItems
 from dynoyard.adapters.dynamo.usage import UsageRecords
 from dynoyard.settings import GatewaySettings
 
 
-class DynamoStore(HotPath, AccountsAdmin, UsageRecords, AlertItems, ReconcileItems):
+class DynamoStore(HotPath, AccountsAdmin, RollupItems, UsageRecords, AlertItems, ReconcileItems):
     """Every method is a coroutine; `BlockingStore` runs them for synchronous callers."""
 
     def __init__(

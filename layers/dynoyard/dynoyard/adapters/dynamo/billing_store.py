@@ -10,7 +10,9 @@
   ORG#<org_id>      / META                       balance_usd, stripe_customer_id
 
 `apply` is one TransactWriteItems: the guard (attribute_not_exists), the entry, the balance
-(ADD, conditional on the organization existing) and, for card payments, the charge item.
+(ADD, conditional on the organization existing; a `usage_daily` entry only checks that the
+organization exists: its spending already left the balance) and, for card payments, the
+charge item.
 A transaction cancelled by the guard means the movement was already applied. History pages
 are newest first, with the audit log's opaque cursors (audit_store.py), confined to the
 asking organization's partition.
@@ -91,6 +93,16 @@ class BillingStore:
                 }
             },
         ]
+        if movement.kind == "usage_daily":
+            # A rolled-up day: the hot path already took its spending from the balance, so
+            # the entry only records it (reconcile counts it instead of the day's records).
+            items[_BALANCE] = {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": org_key(movement.org_id),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
         if movement.keep_card is not None:  # for auto-recharge (adapters/dynamo/alerts_store.py)
             balance = items[2]["Update"]
             balance["UpdateExpression"] += " SET recharge_card = :card"
