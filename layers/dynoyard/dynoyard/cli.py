@@ -32,7 +32,7 @@ from dynoyard.domain.administration import (
     KeyNotActive,
     NotAllowed,
 )
-from dynoyard.domain.alerts import ALERT_KINDS, Alerts, Recharger
+from dynoyard.domain.alerts import ALERT_KINDS
 from dynoyard.domain.audit import MAX_PAGE, InvalidAuditQuery
 from dynoyard.domain.billing import MAX_HISTORY_PAGE, Entry, InvalidLedgerQuery
 from dynoyard.domain.limits import InvalidLimit, key_limits
@@ -293,36 +293,21 @@ def _grant(args: argparse.Namespace, store: BlockingStore) -> dict[str, Any]:
     return {"org_id": org.org_id, "balance_usd": format_usd(org.balance_usd)}
 
 
-def _alerts(store: BlockingStore) -> dict[str, Any]:
-    """`billing alerts`: what the scheduled cleanup runs, now."""
-    from dynoyard.adapters.dynamo.alerts_store import OrgManagers
-    from dynoyard.adapters.dynamo.console_store import ConsoleStore
-    from dynoyard.adapters.email_settings import EmailSettings
-    from dynoyard.console.settings import ConsoleSettings
-
-    console = ConsoleSettings()
-    dynamo = store.store
-    managers = OrgManagers(ConsoleStore(dynamo._db, dynamo.accounts_table))
-    email = EmailSettings(outbox_dir=console.outbox_dir).sender()
-    alerts = Alerts(dynamo, managers, email, console.public_url, _payments())
+def _alerts() -> dict[str, Any]:
+    """`billing alerts`: what the scheduled cleanup's alerts step runs, now, built the same
+    way (maintenance/alerts_step.py)."""
+    from dynoyard.maintenance.alerts_step import alerts_of
+    from dynoyard.maintenance.run import job_context
+    from dynoyard.maintenance.settings import CleanupSettings
 
     async def run() -> dict[str, Any]:
-        try:
-            now = time.time()
-            sent = await alerts.send_due_alerts(now)
-            recharges = await alerts.run_due_recharges(now)
+        async with job_context(CleanupSettings(), now=time.time()) as ctx:
+            alerts = alerts_of(ctx)
+            sent = await alerts.send_due_alerts(ctx.now)
+            recharges = await alerts.run_due_recharges(ctx.now)
             return {"low_balance": sent.show(), "recharge": recharges.show()}
-        finally:
-            await dynamo.aclose()
 
     return asyncio.run(run())
-
-
-def _payments() -> Recharger | None:
-    """Stripe, when its secret key is configured; else recharges stay due."""
-    from dynoyard.adapters.recharges import StripeRecharges
-
-    return StripeRecharges.from_environment()
 
 
 def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[T]]) -> T:
@@ -526,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "billing" and args.action == "reconcile":
             return _reconcile(args, store, sys.stdout)
         if args.group == "billing" and args.action == "alerts":
-            result = _alerts(store)
+            result = _alerts()
         else:
             handlers = {"org": _org_command, "key": _key_command, "credits": _grant}
             result = handlers[args.group](args, store)

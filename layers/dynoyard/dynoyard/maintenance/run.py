@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from dynoyard.adapters.dynamo import DynamoStore
@@ -26,6 +27,41 @@ DEFAULT_BUDGET_SECONDS = 600.0
 log = logging.getLogger("dynoyard.cleanup")
 
 
+@asynccontextmanager
+async def job_context(
+    settings: CleanupSettings,
+    now: float | None = None,
+    budget_left: Callable[[], float] | None = None,
+    run: str = "hourly",
+    logger: logging.Logger | PowertoolsLogger | None = None,
+) -> AsyncIterator[JobContext]:
+    """The job's context, built once: one DynamoDB client every step reuses, closed after."""
+    at = time.time() if now is None else now
+    client = DynamoClient(settings.dynamodb_endpoint, settings.aws_region)
+    store = DynamoStore(
+        client,
+        settings.accounts_table,
+        settings.usage_table,
+        clock=lambda: at,
+        cache_table=settings.cache_table,
+    )
+    try:
+        yield JobContext(
+            now=at,
+            budget_left=budget_left or (lambda: DEFAULT_BUDGET_SECONDS),
+            store=store,
+            console_store=ConsoleStore(client, settings.accounts_table, clock=lambda: at),
+            email=EmailSettings(outbox_dir=settings.outbox_dir).sender(),
+            payments=StripeRecharges.from_environment(),
+            settings=settings,
+            log=logger or log,
+            checkpoints=Checkpoints(client, settings.accounts_table),
+            run=run,
+        )
+    finally:
+        await client.aclose()
+
+
 async def run_cleanup(
     settings: CleanupSettings,
     now: float | None = None,
@@ -37,28 +73,5 @@ async def run_cleanup(
     from dynoyard.maintenance.steps import STEPS
 
     deadline = time.monotonic() + budget_seconds
-    at = time.time() if now is None else now
-    client = DynamoClient(settings.dynamodb_endpoint, settings.aws_region)
-    store = DynamoStore(
-        client,
-        settings.accounts_table,
-        settings.usage_table,
-        clock=lambda: at,
-        cache_table=settings.cache_table,
-    )
-    ctx = JobContext(
-        now=at,
-        budget_left=lambda: deadline - time.monotonic(),
-        store=store,
-        console_store=ConsoleStore(client, settings.accounts_table, clock=lambda: at),
-        email=EmailSettings(outbox_dir=settings.outbox_dir).sender(),
-        payments=StripeRecharges.from_environment(),
-        settings=settings,
-        log=logger or log,
-        checkpoints=Checkpoints(client, settings.accounts_table),
-        run=run,
-    )
-    try:
+    async with job_context(settings, now, lambda: deadline - time.monotonic(), run, logger) as ctx:
         return await run_job(ctx, STEPS if steps is None else steps)
-    finally:
-        await client.aclose()
