@@ -155,6 +155,28 @@ WEBHOOK_GRANTS = {
     ("WebhookDeadLetterQueue", "sqs:SendMessage", None),
     (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
 }
+# The cleanup (dynoyard/maintenance/, functions/cleanup/): each step's checkpoint
+# (job_store.py: JOB#<step> read, written, cleared); the due alerts and recharges
+# (alerts_store.py through domain/alerts.py: ALERT#<kind> markers queried and deleted once
+# sent, the org item read and its alert/recharge state moved by conditional UpdateItem; the
+# managers through console_store.py's org_members (Query ORG#) and get_user (GetItem USER#));
+# SES from the one identity, the Resend key's secret, the Stripe secret for off-session
+# recharges; the stranded holds (reconcile.py org_ids: Scan of the org items, filtered on
+# held_usd; ledger.py stranded_holds: GetItem ORG#, return_hold: conditional UpdateItem
+# ORG#). CLEANUP_MODULES below pins every DynamoDB call its code makes.
+CLEANUP_GRANTS = {
+    ("AccountsTable", "dynamodb:GetItem", ("JOB#*",)),
+    ("AccountsTable", "dynamodb:PutItem", ("JOB#*",)),
+    ("AccountsTable", "dynamodb:DeleteItem", ("JOB#*",)),
+    ("AccountsTable", "dynamodb:GetItem", ("ORG#*", "USER#*")),
+    ("AccountsTable", "dynamodb:Query", ("ALERT#*", "ORG#*")),
+    ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*",)),
+    ("AccountsTable", "dynamodb:DeleteItem", ("ALERT#*",)),
+    ("AccountsTable", "dynamodb:Scan", None),
+    (SES_IDENTITY, "ses:SendEmail", None),
+    (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
+    (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
+}
 # A statement kept only when its parameter is set: its condition -> that parameter.
 CONDITIONAL_STATEMENTS = {"HasSesIdentity": "SesIdentity", "HasConsoleSecret": "ConsoleSecretName"}
 EXPECTED_GRANTS = {
@@ -162,6 +184,7 @@ EXPECTED_GRANTS = {
     "GatewayStreamFunction": DATA_PLANE_GRANTS,
     "ConsoleFunction": CONSOLE_GRANTS,
     "StripeWebhookFunction": WEBHOOK_GRANTS,
+    "CleanupFunction": CLEANUP_GRANTS,
 }
 DATA_PLANE_DYNAMODB_CALLS = {"GetItem", "UpdateItem", "TransactWriteItems", "PutItem"}
 CONSOLE_STORE_DYNAMODB_CALLS = {
@@ -402,8 +425,8 @@ def test_given_the_app_metrics_when_alarmed_then_namespace_and_service_match_pow
         if resource["Type"] != "AWS::CloudWatch::Alarm":
             continue
         alarm = resource["Properties"]
-        if alarm["Namespace"].startswith("AWS/"):
-            continue
+        if "Metrics" in alarm or alarm["Namespace"].startswith("AWS/"):
+            continue  # metric math alarms read AWS/DynamoDB only
         assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"], logical_id
         assert alarm["Dimensions"] == [
             {"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}
@@ -440,7 +463,7 @@ def test_given_the_dashboard_when_rendered_then_it_is_json_showing_every_alarmed
         resource["Properties"]["MetricName"]
         for resource in _resources().values()
         if resource["Type"] == "AWS::CloudWatch::Alarm"
-        and resource["Properties"]["Namespace"] != "AWS/Lambda"
+        and resource["Properties"].get("Namespace", "AWS/Lambda") != "AWS/Lambda"
     }
     assert {"HoldExceeded", "StoreUnavailable", "SettleFailures", "WebhookFailures"} <= alarmed
     assert {"5XXError", "ApproximateNumberOfMessagesVisible"} <= alarmed
@@ -656,3 +679,281 @@ def test_given_the_webhook_code_when_its_adapters_are_listed_then_only_the_ledge
         "dynoyard.adapters.dynamo.billing_store",
         "dynoyard.adapters.dynamo.client",
     }, imported
+
+
+# -- the cleanup, log groups, alarms and the dashboard (operations, issue 10) ------------
+
+LAYER = ROOT / "layers" / "dynoyard" / "dynoyard"
+# Every module of the cleanup's code; CLEANUP_STORE_CALLS pins what they ask the stores.
+CLEANUP_MODULES = [ROOT / "functions" / "cleanup" / "app.py", *(LAYER / "maintenance").glob("*.py")]
+# The adapters the cleanup imports (its DynamoDB reach) and the store methods its steps call:
+# a new one needs its grants in template.yaml and CLEANUP_GRANTS first.
+CLEANUP_DYNAMO_IMPORTS = {
+    "dynoyard.adapters.dynamo",
+    "dynoyard.adapters.dynamo.client",
+    "dynoyard.adapters.dynamo.console_store",
+    "dynoyard.adapters.dynamo.job_store",
+    "dynoyard.adapters.dynamo.alerts_store",
+}
+CLEANUP_STORE_CALLS = {
+    "checkpoints.get",
+    "checkpoints.put",
+    "store.org_ids",
+    "store.stranded_holds",
+    "store.return_hold",
+}
+# The stranded holds' store methods: their DynamoDB calls (granted above).
+STRANDED_HOLD_METHODS = {
+    ("reconcile.py", "org_ids"): {"Scan"},
+    ("ledger.py", "stranded_holds"): {"GetItem"},
+}
+JOB_STORE_DYNAMODB_CALLS = {"GetItem", "PutItem", "DeleteItem"}
+
+
+def _cleanup_text() -> str:
+    return "\n".join(path.read_text() for path in sorted(CLEANUP_MODULES))
+
+
+def test_given_the_cleanup_code_when_its_adapters_are_listed_then_iam_was_written_for_them():
+    """A tripwire: the cleanup reaches DynamoDB only through these stores (and the alerts'
+    sender, domain/alerts.py); another store or method needs its grants first."""
+    text = _cleanup_text()
+    imported = set(re.findall(r"^\s*from (dynoyard\.adapters\.dynamo[\w.]*) import", text, re.M))
+    assert imported == CLEANUP_DYNAMO_IMPORTS, imported
+    calls = set(re.findall(r"ctx\.((?:store|console_store|checkpoints)\.\w+)\(", text))
+    assert calls == CLEANUP_STORE_CALLS, calls
+    job_store = (DYNAMO / "job_store.py").read_text()
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', job_store)) == JOB_STORE_DYNAMODB_CALLS
+    assert '"pk": {"S": f"JOB#{step}"}' in job_store
+    for call in JOB_STORE_DYNAMODB_CALLS:
+        assert ("AccountsTable", f"dynamodb:{call}", ("JOB#*",)) in CLEANUP_GRANTS
+
+
+def test_given_the_alerts_sender_when_its_calls_are_listed_then_the_cleanup_may_make_them():
+    """The alerts step's store methods (alerts_store.py) and their items, granted above."""
+    text = (DYNAMO / "alerts_store.py").read_text()
+    sender = text[text.index("async def _update_state") : text.index("async def auto_recharge")]
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', sender)) == {
+        "UpdateItem",
+        "Query",
+        "DeleteItem",
+        "GetItem",
+    }
+    assert 'f"ALERT#{kind}"' in text and "org_key(org_id)" in sender
+    for action, prefix in [
+        ("UpdateItem", "ORG"),
+        ("Query", "ALERT"),
+        ("DeleteItem", "ALERT"),
+        ("GetItem", "ORG"),
+        ("GetItem", "USER"),  # console_store.get_user
+        ("Query", "ORG"),  # console_store.org_members
+    ]:
+        assert prefix in _granted(CLEANUP_GRANTS, f"dynamodb:{action}"), (action, prefix)
+
+
+def test_given_the_cleanup_when_deployed_then_it_runs_hourly_and_daily_one_at_a_time():
+    cleanup = _functions()["CleanupFunction"]
+    assert (cleanup["CodeUri"], cleanup["Handler"]) == ("functions/cleanup/", "app.handler")
+    assert "handler = " in (ROOT / "functions" / "cleanup" / "app.py").read_text()
+    assert cleanup["ReservedConcurrentExecutions"] == 1
+    assert cleanup["Timeout"] == 300
+    margin = re.search(
+        r"MARGIN_SECONDS = ([\d.]+)", (ROOT / "functions" / "cleanup" / "app.py").read_text()
+    )
+    assert margin and 0 < float(margin.group(1)) < cleanup["Timeout"] / 2
+    schedules = {
+        name: (
+            event["Type"],
+            event["Properties"]["Schedule"],
+            json.loads(event["Properties"]["Input"]),
+        )
+        for name, event in cleanup["Events"].items()
+    }
+    assert schedules == {
+        "Hourly": ("Schedule", "rate(1 hour)", {"run": "hourly"}),
+        "Daily": ("Schedule", "cron(30 0 * * ? *)", {"run": "daily"}),
+    }
+    variables = _environment(cleanup)
+    console = _environment(_functions()["ConsoleFunction"])
+    for name in (
+        "DYNOYARD_PUBLIC_URL",
+        "DYNOYARD_EMAIL_BACKEND",
+        "DYNOYARD_EMAIL_FROM",
+        "DYNOYARD_CONSOLE_SECRET",
+        "DYNOYARD_STRIPE_SECRET",
+    ):
+        assert variables[name] == console[name], name  # the emails as the console sends them
+
+
+def test_given_every_function_when_it_logs_then_its_own_group_keeps_lines_the_parameter_days():
+    resources = _resources()
+    groups = {
+        name: resource["Properties"]
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Logs::LogGroup"
+    }
+    used = set()
+    for name, properties in _functions().items():
+        group = properties["LoggingConfig"]["LogGroup"]["Ref"]
+        assert group in groups, name
+        used.add(group)
+    assert used == set(groups)  # one group per function, none left over
+    for group in groups.values():
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/${AWS::StackName}-")
+    assert load_template()["Parameters"]["LogRetentionDays"]["Default"] == 30
+
+
+def test_given_the_logger_when_configured_then_debug_lines_are_sampled():
+    variables = _globals()["Environment"]["Variables"]
+    assert variables["POWERTOOLS_LOGGER_SAMPLE_RATE"] == {"Ref": "LogSampleRate"}
+    assert 0 < float(load_template()["Parameters"]["LogSampleRate"]["Default"]) <= 0.05
+
+
+def _alarms() -> dict[str, dict[str, Any]]:
+    return {
+        name: resource["Properties"]
+        for name, resource in _resources().items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_given_every_alarm_when_it_fires_then_it_pages_the_topic_the_parameter_subscribes():
+    for name, alarm in _alarms().items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    resources = _resources()
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    conditions = load_template()["Conditions"]
+    assert conditions["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+
+
+def _single_metric_alarms(namespace: str, metric: str) -> dict[Any, dict[str, Any]]:
+    """Alarms on one metric, by their first dimension's value."""
+    return {
+        alarm["Dimensions"][0]["Value"].get("Ref", repr(alarm["Dimensions"][0]["Value"])): alarm
+        for alarm in _alarms().values()
+        if alarm.get("Namespace") == namespace and alarm.get("MetricName") == metric
+    }
+
+
+def test_given_every_function_when_alarmed_then_its_errors_and_throttles_page():
+    functions = set(_functions())
+    assert set(_single_metric_alarms("AWS/Lambda", "Errors")) == functions
+    assert set(_single_metric_alarms("AWS/Lambda", "Throttles")) == functions
+    for metric in ("Errors", "Throttles"):
+        for alarm in _single_metric_alarms("AWS/Lambda", metric).values():
+            assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_given_every_table_when_alarmed_then_read_and_write_throttles_page():
+    tables = {n for n, r in _resources().items() if r["Type"] == "AWS::DynamoDB::Table"}
+    alarmed = {}
+    for alarm in _alarms().values():
+        if "Metrics" not in alarm:
+            continue
+        stats = {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
+        names = {stat["Metric"]["MetricName"] for stat in stats.values()}
+        assert names == {"ReadThrottleEvents", "WriteThrottleEvents"}
+        (table,) = {stat["Metric"]["Dimensions"][0]["Value"]["Ref"] for stat in stats.values()}
+        (total,) = [m for m in alarm["Metrics"] if "Expression" in m]
+        assert total["Expression"] == "reads + writes" and set(stats) == {"reads", "writes"}
+        alarmed[table] = alarm
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+            1,
+            "GreaterThanOrEqualToThreshold",
+        )
+    assert set(alarmed) == tables
+
+
+def test_given_the_api_when_alarmed_then_its_5xx_rate_and_p99_latency_page():
+    api_name = _resources()["GatewayApi"]["Properties"]["Name"]
+    rate = _alarm("Api5xxRateAlarm")
+    assert (rate["Namespace"], rate["MetricName"], rate["Statistic"]) == (
+        "AWS/ApiGateway",
+        "5XXError",
+        "Average",  # 5XXError is 0 or 1 per request: its average is the share of 5xx
+    )
+    assert 0 < rate["Threshold"] <= 0.1
+    latency = _alarm("ApiLatencyP99Alarm")
+    assert (latency["MetricName"], latency["ExtendedStatistic"]) == ("Latency", "p99")
+    assert latency["Threshold"] < 29_000  # API Gateway's integration limit
+    for alarm in (rate, latency):
+        assert alarm["Dimensions"] == [
+            {"Name": "ApiName", "Value": api_name},
+            {"Name": "Stage", "Value": {"Ref": "Stage"}},
+        ]
+
+
+def test_given_the_cleanup_and_stranded_holds_when_alarmed_then_the_metrics_the_code_emits():
+    failures = _alarm("CleanupFailuresAlarm")
+    assert failures["MetricName"] == "CleanupFailures"
+    assert (failures["Threshold"], failures["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    stranded = _alarm("StrandedHoldsAlarm")
+    assert stranded["MetricName"] == "StrandedHoldsReturned"
+    assert (stranded["Threshold"], stranded["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    settle = _alarm("SettleFailuresAlarm")
+    assert settle["MetricName"] == "SettleFailures"
+    text = _cleanup_text()
+    for metric in ("CleanupFailures", "StrandedHoldsReturned"):
+        assert f'add_metric(name="{metric}"' in text, metric
+    observability = (LAYER / "observability.py").read_text()
+    assert 'add_metric(name="SettleFailures"' in observability
+
+
+def test_given_the_dashboard_when_read_then_it_shows_the_services_figures():
+    body = _resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    dashboard = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
+    text = json.dumps(dashboard)
+    for figure in (
+        "Requests",
+        "Errors",
+        "5XXError",
+        "LatencyMs",
+        "UpstreamLatencyMs",
+        "GatewayOverheadMs",
+        "CostUsd",
+        "Tokens",
+        "CacheHits",
+        "Throttles",
+        "SettleFailures",
+        "StrandedHoldsReturned",
+        "WebhookFailures",
+        "ApproximateNumberOfMessagesVisible",
+        "CleanupFailures",
+        "Invocations",
+        "ReadThrottleEvents",
+        "WriteThrottleEvents",
+    ):
+        assert f'"{figure}"' in text or f"{figure}\\" in text, figure
+    for function in _functions():
+        assert "${" + function + "}" in body, function
+
+
+def _method_calls(module: str, method: str) -> set[str]:
+    text = (DYNAMO / module).read_text()
+    start = text.index(f"async def {method}(")
+    end = text.find("\n    async def ", start + 1)
+    body = text[start : end if end > 0 else len(text)]
+    return set(re.findall(r'_db\.call\(\s*"(\w+)"', body))
+
+
+def test_given_the_stranded_holds_step_when_its_store_calls_are_listed_then_iam_covers_them():
+    for (module, method), calls in STRANDED_HOLD_METHODS.items():
+        assert _method_calls(module, method) == calls, method
+    ledger = (DYNAMO / "ledger.py").read_text()
+    returning = ledger[ledger.index("async def return_hold(") :]
+    assert "org_key(hold.org_id)" in returning.split("return returned")[0]
+    assert ("AccountsTable", "dynamodb:Scan", None) in CLEANUP_GRANTS
+    assert "ORG" in _granted(CLEANUP_GRANTS, "dynamodb:GetItem")
+    assert "ORG" in _granted(CLEANUP_GRANTS, "dynamodb:UpdateItem")
