@@ -25,11 +25,35 @@ import uvicorn
 from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.local.tables import ensure_tables, local_client
+from tests import log_scan
 from tests.fakes.upstream import FakeProvider
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_SECRET = f"sk-upstream-SECRET-{uuid.uuid4().hex}"
 TABLE_ENV_NAMES = ("ACCOUNTS_TABLE", "USAGE_TABLE", "CACHE_TABLE", "IDEMPOTENCY_TABLE")
+
+
+# -- the session's log scan (tests/log_scan.py) ---------------------------------------
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    log_scan.start({UPSTREAM_SECRET: "provider key"})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run when a log line of the session holds a body, a key or a token."""
+    leaks = log_scan.finish(session)
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"log scan: {len(leaks)} line(s) hold a body, a key or a token:"]
+    lines += [f"  {what} in {where}: {line}" for where, what, line in leaks[:20]]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def ddb_endpoint() -> str:
