@@ -22,8 +22,18 @@ class CleanupFailed(Exception):
     """One or more steps raised (their class names are in the message)."""
 
 
+def _run_of(event: Any) -> str:
+    """Daily when the event says so: the daily schedule's constant input `{"run": "daily"}`
+    (or a scheduled event whose detail says it); any other event is the hourly run."""
+    if not isinstance(event, dict):
+        return "hourly"
+    detail = event.get("detail")
+    said = event.get("run") or (detail.get("run") if isinstance(detail, dict) else None)
+    return "daily" if said == "daily" else "hourly"
+
+
 def _invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    run = "daily" if isinstance(event, dict) and event.get("run") == "daily" else "hourly"
+    run = _run_of(event)
     remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
     budget = max(remaining - MARGIN_SECONDS, 1.0)
     result = asyncio.run(
