@@ -14,11 +14,12 @@ its usage record not existing yet, so a settle sent twice releases the hold once
 A hold whose settle never comes (its answer lost, its process killed) must not stay in
 `held_usd` forever. So the hold's write also SETs `hold_<request id>` = {amount, expires_at}
 on the org item, and the settle REMOVEs it on condition that it is still there. The cleanup
-job (dynoyard/maintenance/stranded_holds.py, `return_stranded`) returns a hold past its
-expiry with one conditional write that removes the same attribute: whichever of the two
-comes first wins, so a hold is returned once. A settle arriving after the return charges
-the request's cost only (`_charge_only`). Each hold in flight adds about 80 bytes to the
-org item, whose limit is 400 KB: thousands of one org's requests may be in flight at once.
+job (dynoyard/maintenance/stranded_holds.py, `return_hold`) returns a hold past its expiry
+with one conditional write that removes the same attribute: whichever of the two comes
+first wins, so a hold is returned once. A settle arriving after the return charges the
+request's cost only (`_charge_only`). Each hold in flight adds about 80 bytes to the org
+item, whose limit is 400 KB: thousands of one org's requests may be in flight at once (and
+each hold's answer, the whole item, carries the others' attributes too).
 """
 
 from __future__ import annotations
