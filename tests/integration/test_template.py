@@ -97,7 +97,7 @@ CONSOLE_GRANTS = {
     (
         "AccountsTable",
         "dynamodb:GetItem",
-        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*", "INVITE#*"),
+        ("USER#*", "EMAIL#*", "SESSION#*", "ORG#*", "KEY#*", "KEYID#*", "INVITE#*", "UNSUB#*"),
     ),
     (
         "AccountsTable",
@@ -113,6 +113,7 @@ CONSOLE_GRANTS = {
             "OAUTH#*",
             "IDENTITY#*",
             "INVITE#*",
+            "WELCOME#*",
         ),
     ),
     (
@@ -123,7 +124,18 @@ CONSOLE_GRANTS = {
     (
         "AccountsTable",
         "dynamodb:DeleteItem",
-        ("LINK#*", "SESSION#*", "OAUTH#*", "USER#*", "EMAIL#*", "IDENTITY#*", "ORG#*", "INVITE#*"),
+        (
+            "LINK#*",
+            "SESSION#*",
+            "OAUTH#*",
+            "USER#*",
+            "EMAIL#*",
+            "IDENTITY#*",
+            "ORG#*",
+            "INVITE#*",
+            "WELCOME#*",
+            "UNSUB#*",
+        ),
     ),
     ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*",)),
     ("AccountsTable", "dynamodb:Query", ("USER#*", "ORG#*", "EMAIL#*")),
@@ -173,6 +185,34 @@ CLEANUP_GRANTS = {
     ("AccountsTable", "dynamodb:UpdateItem", ("ORG#*",)),
     ("AccountsTable", "dynamodb:DeleteItem", ("ALERT#*",)),
     ("AccountsTable", "dynamodb:Scan", None),
+    # retention (retention_store.py): expired accounts items (EXPIRING_PREFIXES), usage
+    # records of rolled-up days (DAILY# aggregates read), expired cache answers
+    (
+        "AccountsTable",
+        "dynamodb:DeleteItem",
+        (
+            "SESSION#*",
+            "LINK#*",
+            "EMAIL#*",
+            "OAUTH#*",
+            "RATE#*",
+            "ORG#*",
+            "INVITE#*",
+            "UNSUB#*",
+            "USER#*",
+            "IP#*",
+        ),
+    ),
+    ("UsageTable", "dynamodb:Query", ("ORG#*",)),
+    ("UsageTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
+    ("UsageTable", "dynamodb:GetItem", ("DAILY#*",)),
+    ("CacheTable", "dynamodb:Query", ("ORG#*",)),
+    ("CacheTable", "dynamodb:DeleteItem", ("ORG#*",)),
+    # the welcome sequence (console_store.py): due days, claims on the user, unsubscribe links
+    ("AccountsTable", "dynamodb:Query", ("WELCOME#*",)),
+    ("AccountsTable", "dynamodb:DeleteItem", ("WELCOME#*",)),
+    ("AccountsTable", "dynamodb:UpdateItem", ("USER#*",)),
+    ("AccountsTable", "dynamodb:PutItem", ("UNSUB#*", "USER#*")),
     (SES_IDENTITY, "ses:SendEmail", None),
     (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
     (STRIPE_SECRET, "secretsmanager:GetSecretValue", None),
@@ -694,6 +734,7 @@ CLEANUP_DYNAMO_IMPORTS = {
     "dynoyard.adapters.dynamo.console_store",
     "dynoyard.adapters.dynamo.job_store",
     "dynoyard.adapters.dynamo.alerts_store",
+    "dynoyard.adapters.dynamo.retention_store",
 }
 CLEANUP_STORE_CALLS = {
     "checkpoints.get",
@@ -701,6 +742,12 @@ CLEANUP_STORE_CALLS = {
     "store.org_ids",
     "store.stranded_holds",
     "store.return_hold",
+    "console_store.due_welcomes",
+    "console_store.get_user",
+    "console_store.claim_welcome",
+    "console_store.unclaim_welcome",
+    "console_store.end_welcome",
+    "console_store.put_unsubscribe_token",
 }
 # The stranded holds' store methods: their DynamoDB calls (granted above).
 STRANDED_HOLD_METHODS = {
@@ -957,3 +1004,42 @@ def test_given_the_stranded_holds_step_when_its_store_calls_are_listed_then_iam_
     assert ("AccountsTable", "dynamodb:Scan", None) in CLEANUP_GRANTS
     assert "ORG" in _granted(CLEANUP_GRANTS, "dynamodb:GetItem")
     assert "ORG" in _granted(CLEANUP_GRANTS, "dynamodb:UpdateItem")
+
+
+def test_given_the_retention_and_welcome_steps_when_their_calls_are_listed_then_iam_covers_them():
+    """retention_store.py's calls and the accounts prefixes it deletes; the welcome
+    sequence's console_store methods and their items, granted above."""
+    from dynoyard.adapters.dynamo.retention_store import EXPIRING_PREFIXES
+
+    text = (DYNAMO / "retention_store.py").read_text()
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', text)) == {
+        "Scan",
+        "DeleteItem",
+        "Query",
+        "GetItem",
+        "BatchWriteItem",
+    }
+    deletes = {p + "*" for p in EXPIRING_PREFIXES}
+    assert any(
+        r == "AccountsTable" and a == "dynamodb:DeleteItem" and k and set(k) == deletes
+        for r, a, k in CLEANUP_GRANTS
+    )
+    assert "JOB" not in {p.removesuffix("#") for p in EXPIRING_PREFIXES}  # checkpoints stay
+    assert "KEY" not in {p.removesuffix("#") for p in EXPIRING_PREFIXES}  # keys never go
+    store = (DYNAMO / "console_store.py").read_text()
+    welcome = store[
+        store.index("async def schedule_welcome") : store.index("async def unsubscribe_user")
+    ]
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', welcome)) == {
+        "PutItem",
+        "DeleteItem",
+        "UpdateItem",
+    }
+    for action, prefix in [
+        ("Query", "WELCOME"),  # due_welcomes, through _query
+        ("DeleteItem", "WELCOME"),
+        ("UpdateItem", "USER"),
+        ("PutItem", "UNSUB"),
+        ("PutItem", "USER"),
+    ]:
+        assert prefix in _granted(CLEANUP_GRANTS, f"dynamodb:{action}"), (action, prefix)

@@ -38,20 +38,19 @@ _MESSAGES: dict[int, Callable[[str, str, Language, str], Email]] = {
 
 
 async def welcome_step(ctx: JobContext) -> StepReport:
-    store = ctx.console_store
     now = int(ctx.now)
     counts = {"sent": 0, "skipped": 0, "send_failed": 0}
     for day in WELCOME_DAYS:
-        for user_id in await store.due_welcomes(day, now):
+        for user_id in await ctx.console_store.due_welcomes(day, now):
             if ctx.budget_left() <= 0:
                 return StepReport("welcome", finished=False, counts=counts)
-            user = await store.get_user(user_id)
-            if user is None or not await store.claim_welcome(user_id, day):
+            user = await ctx.console_store.get_user(user_id)
+            if user is None or not await ctx.console_store.claim_welcome(user_id, day):
                 counts["skipped"] += 1  # erased, opted out, or sent by another run
-                await store.end_welcome(day, user_id)
+                await ctx.console_store.end_welcome(day, user_id)
                 continue
             token = secrets.token_urlsafe(32)
-            await store.put_unsubscribe_token(
+            await ctx.console_store.put_unsubscribe_token(
                 token_hash(token), user_id, now + UNSUBSCRIBE_LINK_SECONDS
             )
             link = (
@@ -63,12 +62,14 @@ async def welcome_step(ctx: JobContext) -> StepReport:
             try:
                 await ctx.email.send(message)
             except Exception as exc:
-                await store.unclaim_welcome(user_id, day)  # not sent: the next run retries
+                await ctx.console_store.unclaim_welcome(
+                    user_id, day
+                )  # not sent: the next run retries
                 if not isinstance(exc, EmailFailed):
                     raise
                 counts["send_failed"] += 1
                 ctx.log.warning("welcome email not sent", extra={"error": type(exc).__name__})
                 continue
             counts["sent"] += 1
-            await store.end_welcome(day, user_id)
+            await ctx.console_store.end_welcome(day, user_id)
     return StepReport("welcome", finished=True, counts=counts)

@@ -35,6 +35,22 @@ if TYPE_CHECKING:
     from dynoyard.adapters.dynamo import DynamoStore
 
 SCAN_PAGE = 500
+# The accounts items that expire (template.yaml grants the cleanup DeleteItem on exactly
+# these): sessions, sign-in links, address pointers (links, invitations), OAuth sign-ins,
+# rate windows, invitations and audit entries (ORG#), invitation tokens, unsubscribe links
+# and their user side, the gateway's failed-key counters. Anything else is left to the TTL.
+EXPIRING_PREFIXES = (
+    "SESSION#",
+    "LINK#",
+    "EMAIL#",
+    "OAUTH#",
+    "RATE#",
+    "ORG#",
+    "INVITE#",
+    "UNSUB#",
+    "USER#",
+    "IP#",
+)
 BATCH_DELETES = 25  # BatchWriteItem's limit
 BATCH_ATTEMPTS = 8  # for the items DynamoDB leaves unprocessed (throttling)
 Key = dict[str, Any]
@@ -80,7 +96,7 @@ class RetentionStore:
             pk, sk = item["pk"]["S"], item["sk"]["S"]
             if sk == "META" and pk.startswith("ORG#"):
                 orgs.append(pk.removeprefix("ORG#"))
-            else:
+            elif pk.startswith(EXPIRING_PREFIXES):
                 expired.append({"pk": item["pk"], "sk": item["sk"]})
         last = page.get("LastEvaluatedKey")
         return expired, orgs, json.dumps(last, sort_keys=True) if last else None
