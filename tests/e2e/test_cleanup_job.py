@@ -30,6 +30,8 @@ from dynoyard.domain.usage import UsageRecord
 from dynoyard.maintenance import steps
 from dynoyard.maintenance.job import JobContext, StepReport
 from tests.conftest import ROOT, FakeContext, ddb_endpoint
+from tests.e2e.test_console_auth import Console
+from tests.e2e.test_console_keys import console, person  # noqa: F401
 
 IP = "198.51.100.23"
 
@@ -246,3 +248,58 @@ def test_the_events_are_eventbridge_schedules() -> None:
     hourly = json.loads(Path(ROOT / "events" / "cleanup_hourly.json").read_text())
     assert hourly["source"] == "aws.events" and hourly["detail-type"] == "Scheduled Event"
     assert json.loads(Path(ROOT / "events" / "cleanup_daily.json").read_text()) == {"run": "daily"}
+
+
+def test_given_rolled_up_days_when_the_console_reads_daily_usage_then_aggregates_past_90_days(
+    console: Console,  # noqa: F811
+    tables,
+    env,
+) -> None:
+    owner = person(console)
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=100), now - timedelta(days=2)
+    for n, when in enumerate([old, recent, recent + timedelta(minutes=5), now]):
+        tables.store.settle(
+            UsageRecord(
+                request_id=f"req_{uuid.uuid4().hex[:20]}",
+                started_at=when,
+                org_id=owner.org_id,
+                key_id="key_dddddddddddddddd",
+                endpoint="chat/completions",
+                model="m1" if n < 3 else "m2",
+                status=200,
+                prompt_tokens=n,
+                cost_usd=Decimal("0.000007") * (n + 1),
+                latency_ms=10 * n,
+                client_ip=IP,
+            ),
+            Decimal(0),
+        )
+    path = f"/api/orgs/{owner.org_id}/usage/daily"
+    params = {"since": (old - timedelta(days=1)).isoformat()}
+    before = owner.call("GET", path, params=params).json()["days"]
+    # The records past their 90 days are no longer read; the others total as they are.
+    assert [d["date"] for d in before] == [recent.date().isoformat(), now.date().isoformat()]
+    forget_checkpoint(tables)
+    from dynoyard.maintenance.rollup import rollup_step
+    from dynoyard.maintenance.run import run_cleanup
+    from dynoyard.maintenance.settings import CleanupSettings
+
+    result = asyncio.run(run_cleanup(CleanupSettings(), steps=[("rollup", rollup_step)]))
+    assert not result.failed
+    after = owner.call("GET", path, params=params).json()["days"]
+    (old_line,) = [d for d in after if d["date"] == old.date().isoformat()]
+    assert old_line == {
+        "date": old.date().isoformat(),
+        "model": "m1",
+        "requests": 1,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": "0.000007",
+        "errors": 0,
+        "cache_hits": 0,
+    }
+    assert after[1:] == before  # rolled-up days and today alike, the same totals
+    assert IP not in json.dumps(after)
+    stranger = person(console)
+    assert stranger.call("GET", path).status_code == 404
