@@ -6,6 +6,7 @@ id, model, provider, status, tokens, latency. The privacy tests scan all of it.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from decimal import Decimal
@@ -56,9 +57,33 @@ def tracing_enabled() -> bool:
     return not disabled and "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 
 
+def log_context(**ids: str) -> None:
+    """Ids (request id, org id) on every later log line of the current request. A context
+    variable: concurrent requests in one process (uvicorn, tests) keep their own, and a
+    Lambda invocation's task starts without the previous one's."""
+    logger.thread_safe_append_keys(**ids)
+
+
+def _with_api_request_id(handler: LambdaHandler) -> LambdaHandler:
+    @functools.wraps(handler)  # the tracer names its subsegment after the handler
+    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        request_context = event.get("requestContext") if isinstance(event, dict) else None
+        api_request_id = (
+            request_context.get("requestId") if isinstance(request_context, dict) else None
+        )
+        # API Gateway's id (its access logs and X-Ray use it); cleared each invocation.
+        if isinstance(api_request_id, str):
+            logger.append_keys(api_request_id=api_request_id[:64])
+        return handler(event, context)
+
+    return invoke
+
+
 def lambda_handler(handler: LambdaHandler) -> LambdaHandler:
-    """Wraps a Lambda handler with the logger's context and, when enabled, the tracer. The
-    tracer records neither the response (a completion) nor the error as trace metadata."""
+    """Wraps a Lambda handler with the logger's context (Lambda's request id, and API
+    Gateway's when the event has one) and, when enabled, the tracer. The tracer records
+    neither the response (a completion) nor the error as trace metadata."""
+    handler = _with_api_request_id(handler)
     if tracing_enabled():
         from aws_lambda_powertools import Tracer
 

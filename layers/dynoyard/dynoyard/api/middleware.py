@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dynoyard.domain.errors import internal_error
 from dynoyard.domain.usage import new_request_id
-from dynoyard.observability import logger
+from dynoyard.observability import log_context, logger
 
 INTERNAL_ERROR = json.dumps(internal_error().body()).encode()
 
@@ -35,6 +35,7 @@ class RequestContextMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         request_id = new_request_id()
         state["request_id"] = request_id
+        log_context(request_id=request_id)
         response_started = False
 
         async def send_with_context(message: Message) -> None:

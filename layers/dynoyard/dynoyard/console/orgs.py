@@ -36,6 +36,7 @@ from dynoyard.domain.administration import (
 )
 from dynoyard.domain.audit import InvalidAuditQuery
 from dynoyard.domain.money import format_usd
+from dynoyard.observability import log_context
 
 ORG_ID = re.compile(r"org_[0-9a-f]{16}")
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
@@ -61,6 +62,7 @@ async def org_access(request: Request, org_id: str, caller: Caller, action: Acti
     """The one authorization check of every organization route."""
     if not ORG_ID.fullmatch(org_id):
         raise org_not_found(org_id)
+    log_context(org_id=org_id)  # the org asked for (an id, checked in shape only)
     membership = await runtime(request).store.membership(org_id, caller.user.user_id)
     if membership is None:
         raise org_not_found(org_id)
