@@ -143,6 +143,9 @@ CONSOLE_GRANTS = {
     ("CacheTable", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
     ("UsageTable", "dynamodb:Query", ("ORG#*",)),
+    # daily aggregates and the org's mark of rolled-up days (rollup_store.py)
+    ("UsageTable", "dynamodb:Query", ("DAILY#*",)),
+    ("UsageTable", "dynamodb:GetItem", ("DAILY#*",)),
     ("UsageTable", "dynamodb:UpdateItem", ("ORG#*",)),
     (SES_IDENTITY, "ses:SendEmail", None),
     (CONSOLE_SECRET, "secretsmanager:GetSecretValue", None),
@@ -206,6 +209,12 @@ CLEANUP_GRANTS = {
     ("UsageTable", "dynamodb:Query", ("ORG#*",)),
     ("UsageTable", "dynamodb:BatchWriteItem", ("ORG#*",)),
     ("UsageTable", "dynamodb:GetItem", ("DAILY#*",)),
+    # the roll-up (rollup_store.py): aggregates put, the org's mark moved; the ledger's
+    # usage_daily entry (billing_store.py apply: Puts and a ConditionCheck, no balance moved)
+    ("UsageTable", "dynamodb:PutItem", ("DAILY#*",)),
+    ("UsageTable", "dynamodb:UpdateItem", ("DAILY#*",)),
+    ("AccountsTable", "dynamodb:PutItem", ("ORG#*", "MOVEMENT#*")),
+    ("AccountsTable", "dynamodb:ConditionCheckItem", ("ORG#*", "MOVEMENT#*")),
     ("CacheTable", "dynamodb:Query", ("ORG#*",)),
     ("CacheTable", "dynamodb:DeleteItem", ("ORG#*",)),
     # the welcome sequence (console_store.py): due days, claims on the user, unsubscribe links
@@ -748,6 +757,11 @@ CLEANUP_STORE_CALLS = {
     "console_store.unclaim_welcome",
     "console_store.end_welcome",
     "console_store.put_unsubscribe_token",
+    "store.rolled_through",
+    "store.next_record_day",
+    "store.day_records",
+    "store.put_aggregates",
+    "store.mark_rolled",
 }
 # The stranded holds' store methods: their DynamoDB calls (granted above).
 STRANDED_HOLD_METHODS = {
@@ -774,6 +788,39 @@ def test_given_the_cleanup_code_when_its_adapters_are_listed_then_iam_was_writte
     assert '"pk": {"S": f"JOB#{step}"}' in job_store
     for call in JOB_STORE_DYNAMODB_CALLS:
         assert ("AccountsTable", f"dynamodb:{call}", ("JOB#*",)) in CLEANUP_GRANTS
+
+
+def test_given_the_rollup_when_its_calls_are_listed_then_the_cleanup_may_make_them():
+    """The roll-up's store (rollup_store.py) and its one ledger write (billing_store.py
+    apply of a usage_daily movement: Puts and a ConditionCheck, granted above)."""
+    rollup_store = (DYNAMO / "rollup_store.py").read_text()
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', rollup_store)) == {
+        "GetItem",
+        "UpdateItem",
+        "Query",
+        "PutItem",
+    }
+    assert rollup_store.count('f"DAILY#{org_id}"') >= 3 and '":pk": f"ORG#{org_id}"' in rollup_store
+    rollup = (LAYER / "maintenance" / "rollup.py").read_text()
+    assert re.findall(r"ctx\.store\.billing\.(\w+)\(", rollup) == ["apply"]
+    billing = (DYNAMO / "billing_store.py").read_text()
+    assert '"ConditionCheck": {' in billing and 'movement.kind == "usage_daily"' in billing
+    for action, table, prefix in [
+        ("Query", "UsageTable", "ORG"),
+        ("GetItem", "UsageTable", "DAILY"),
+        ("PutItem", "UsageTable", "DAILY"),
+        ("UpdateItem", "UsageTable", "DAILY"),
+        ("PutItem", "AccountsTable", "MOVEMENT"),
+        ("PutItem", "AccountsTable", "ORG"),
+        ("ConditionCheckItem", "AccountsTable", "ORG"),
+    ]:
+        granted = {
+            p
+            for t, a, keys in CLEANUP_GRANTS
+            if t == table and a == f"dynamodb:{action}"
+            for p in keys or ()
+        }
+        assert f"{prefix}#*" in granted, (action, table, prefix)
 
 
 def test_given_the_alerts_sender_when_its_calls_are_listed_then_the_cleanup_may_make_them():

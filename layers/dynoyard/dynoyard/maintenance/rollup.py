@@ -35,8 +35,7 @@ async def rollup_step(ctx: JobContext) -> StepReport:
         return StepReport(STEP, finished=True, counts={"orgs": 0, "days_rolled": 0})
     after = state.get("after") if state.get("day") == closed else None
     counts = {"orgs": 0, "days_rolled": 0, "ledger_entries": 0, "aggregates": 0}
-    store = ctx.store
-    async for org_id in store.org_ids(after=after):
+    async for org_id in ctx.store.org_ids(after=after):
         if ctx.budget_left() < MIN_SECONDS:
             await ctx.checkpoints.put(STEP, json.dumps({"day": closed, "after": after}))
             return StepReport(STEP, finished=False, counts=counts)
@@ -52,24 +51,24 @@ async def rollup_step(ctx: JobContext) -> StepReport:
 
 async def _roll_org(ctx: JobContext, org_id: str, closed: str, counts: dict[str, int]) -> bool:
     """Rolls the org's closed days up; False when the budget ran out first."""
-    store = ctx.store
-    through = await store.rolled_through(org_id)
+    through = await ctx.store.rolled_through(org_id)
     if through is not None and through >= closed:
         return True
     start = None if through is None else (date.fromisoformat(through) + timedelta(1)).isoformat()
-    while (day := await store.next_record_day(org_id, start)) is not None and day <= closed:
+    while (day := await ctx.store.next_record_day(org_id, start)) is not None and day <= closed:
         if ctx.budget_left() < MIN_SECONDS:
             return False
-        aggregates = aggregate_day(day, await store.day_records(org_id, day))
-        await store.put_aggregates(org_id, aggregates)
+        aggregates = aggregate_day(day, await ctx.store.day_records(org_id, day))
+        await ctx.store.put_aggregates(org_id, aggregates)
         counts["aggregates"] += len(aggregates)
         try:
-            if await store.billing.apply(usage_daily_movement(org_id, day, aggregates[0].cost_usd)):
+            movement = usage_daily_movement(org_id, day, aggregates[0].cost_usd)
+            if await ctx.store.billing.apply(movement):
                 counts["ledger_entries"] += 1
         except UnknownOrgForMovement:
             pass  # the organization is gone: no ledger to write to
-        await store.mark_rolled(org_id, day)
+        await ctx.store.mark_rolled(org_id, day)
         counts["days_rolled"] += 1
         start = (date.fromisoformat(day) + timedelta(1)).isoformat()
-    await store.mark_rolled(org_id, closed)  # nothing more up to the closed day
+    await ctx.store.mark_rolled(org_id, closed)  # nothing more up to the closed day
     return True
