@@ -22,7 +22,7 @@ import sys
 
 from aws_lambda_powertools import Tracer
 
-from dynoyard.observability import lambda_handler, tracing_enabled
+from dynoyard.observability import lambda_handler, subsegment, tracing_enabled
 
 CANARY = sys.argv[1]
 assert tracing_enabled()
@@ -36,6 +36,16 @@ class Context:
 
 
 def dynoyard_ok(event, context):
+    # What the DynamoDB client and the upstream adapter wrap their calls in.
+    with subsegment("DynamoDB GetItem"):
+        pass
+    with subsegment("upstream fake"):
+        pass
+    try:
+        with subsegment("DynamoDB PutItem"):
+            raise ValueError("ValidationException quoting " + CANARY)
+    except ValueError:
+        pass
     return {"statusCode": 200, "body": "completion " + CANARY}
 
 
@@ -136,5 +146,25 @@ def test_given_tracing_on_when_handlers_run_then_no_response_or_error_reaches_x_
     # frames in `cause` (so does Lambda's runtime): no app exception gets that far, the app's
     # middleware answers them with a 500 and logs their type only.
     assert subsegments["## dynoyard_raises"].get("fault") is True
+    leaked = [d for d in datagrams if canary.encode() in d and b"powertools_default" not in d]
+    assert leaked == []
+
+
+def test_given_tracing_on_when_calls_go_out_then_dynamodb_and_upstream_subsegments_hold_no_body(
+    tmp_path,
+):
+    canary, subsegments, datagrams = _traced_run(tmp_path)
+    handler = subsegments["## dynoyard_ok"]
+    nested = {sub["name"]: sub for sub in handler.get("subsegments", [])}
+    streamed = {name: sub for name, sub in subsegments.items() if not name.startswith("##")}
+    calls = nested | streamed
+    assert {"DynamoDB GetItem", "upstream fake", "DynamoDB PutItem"} <= set(calls)
+    for name in ("DynamoDB GetItem", "upstream fake", "DynamoDB PutItem"):
+        call = calls[name]
+        assert call["namespace"] == "remote"
+        assert "metadata" not in call and "annotations" not in call, call
+        assert "cause" not in call  # the exception (its message may quote data) stays out
+    assert calls["DynamoDB PutItem"].get("fault") is True
+    assert "fault" not in calls["DynamoDB GetItem"]
     leaked = [d for d in datagrams if canary.encode() in d and b"powertools_default" not in d]
     assert leaked == []

@@ -6,9 +6,10 @@ id, model, provider, status, tokens, latency. The privacy tests scan all of it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +56,33 @@ def tracing_enabled() -> bool:
     active tracing records every invocation either way."""
     disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("true", "1")
     return not disabled and "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+@contextlib.contextmanager
+def subsegment(name: str) -> Iterator[None]:
+    """An X-Ray subsegment around an outbound call (a DynamoDB operation, the upstream's
+    request), when tracing is on. Its name and timing only: no metadata, no annotation, and
+    a failure marks it faulted without its exception (whose message may quote data)."""
+    # No trace header, no segment to hang it on: the streaming function's web server (Lambda
+    # Web Adapter) gets none, and the X-Ray SDK would log an error per call.
+    if not tracing_enabled() or "_X_AMZN_TRACE_ID" not in os.environ:
+        yield
+        return
+    from aws_xray_sdk.core import xray_recorder
+
+    try:
+        opened = xray_recorder.begin_subsegment(name, namespace="remote")
+    except Exception:  # no segment to hang it on (outside an invocation)
+        opened = None
+    try:
+        yield
+    except BaseException:
+        if opened is not None:
+            opened.add_fault_flag()
+        raise
+    finally:
+        if opened is not None:
+            xray_recorder.end_subsegment()
 
 
 def log_context(**ids: str) -> None:

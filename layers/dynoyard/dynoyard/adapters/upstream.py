@@ -16,6 +16,7 @@ import aiohttp
 from dynoyard.adapters.http_session import SessionPerLoop
 from dynoyard.domain.catalog import Provider
 from dynoyard.domain.ports import UpstreamTimeout, UpstreamUnavailable
+from dynoyard.observability import subsegment
 
 READ_CHUNK = 64 * 1024
 
@@ -106,9 +107,11 @@ class AiohttpUpstream:
             total=seconds_left, sock_connect=self._connect_timeout, sock_read=self._read_timeout
         )
         try:
-            response = await session.post(
-                provider.base_url + path, data=body, headers=headers, timeout=limits
-            )
+            # Traced up to the answer's headers (a stream's body is read later).
+            with subsegment(f"upstream {provider.name}"):
+                response = await session.post(
+                    provider.base_url + path, data=body, headers=headers, timeout=limits
+                )
         except TimeoutError as exc:
             raise UpstreamTimeout(str(exc)) from None
         except aiohttp.ClientError as exc:

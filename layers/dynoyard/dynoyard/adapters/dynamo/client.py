@@ -45,6 +45,7 @@ from yarl import URL
 
 from dynoyard.adapters.http_session import SessionPerLoop
 from dynoyard.domain.ports import StoreUnavailable
+from dynoyard.observability import subsegment
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,15 @@ class DynamoClient:
                 endpoint=self._url,
             )
             try:
-                async with self._sessions.get().post(
-                    self._url,
-                    data=request.body,
-                    headers=request.headers,
-                    timeout=self._timeout,
-                    auto_decompress=True,  # whatever the shared session's default
-                ) as response:
-                    status, raw = response.status, await response.read()
+                with subsegment(f"DynamoDB {operation}"):
+                    async with self._sessions.get().post(
+                        self._url,
+                        data=request.body,
+                        headers=request.headers,
+                        timeout=self._timeout,
+                        auto_decompress=True,  # whatever the shared session's default
+                    ) as response:
+                        status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 transport_failures += 1
                 never_sent = isinstance(
