@@ -565,3 +565,61 @@ def test_given_the_factory_called_with_values_when_chosen_then_it_follows_the_sa
     )
     assert isinstance(email_sender(outbox_dir=tmp_path, on_aws=True), OutboxSender)
     assert os.listdir(tmp_path) == []  # choosing writes nothing
+
+
+# -- List-Unsubscribe headers (non-essential email: the welcome sequence) -----------------
+
+UNSUBSCRIBE = (
+    ("List-Unsubscribe", "<http://127.0.0.1:8080/api/email/unsubscribe?token=abc>"),
+    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+)
+WITH_HEADERS = Email(to="ada@example.com", subject="Hi", text="Text.\n", headers=UNSUBSCRIBE)
+
+
+def test_given_headers_when_sent_to_the_outbox_then_the_eml_carries_them(tmp_path: Path):
+    path = OutboxSender(tmp_path).write(WITH_HEADERS)
+
+    message = _read(path)
+    assert [(name, str(message[name])) for name, _ in UNSUBSCRIBE] == list(UNSUBSCRIBE)
+
+
+def test_given_headers_when_sent_to_resend_then_they_are_posted(resend: tuple[FakeResend, str]):
+    fake, url = resend
+
+    asyncio.run(ResendSender(RESEND_KEY, DEFAULT_FROM, url).send(WITH_HEADERS))
+
+    [call] = fake.calls
+    assert call["json"]["headers"] == dict(UNSUBSCRIBE)
+
+
+def test_given_headers_when_sent_through_ses_then_the_call_carries_them(aws: None):
+    boto3.client("sesv2", region_name=SES_REGION).create_email_identity(
+        EmailIdentity="no-reply@dynoyard.example"
+    )
+    sender = SesSender(SES_FROM, SES_REGION)
+    seen: list[dict[str, Any]] = []
+    sender._ses().meta.events.register(
+        "provide-client-params.sesv2.SendEmail", lambda params, **_: seen.append(params)
+    )
+
+    asyncio.run(sender.send(WITH_HEADERS))
+
+    [params] = seen
+    assert params["Content"]["Simple"]["Headers"] == [
+        {"Name": n, "Value": v} for n, v in UNSUBSCRIBE
+    ]
+    assert len(_ses_sent()) == 1
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("List-Unsubscribe", "<x>\r\nBcc: eve@example.com"), ("Bad Name", "x"), ("X:", "y")],
+)
+def test_given_a_header_that_would_break_a_line_when_sent_then_nothing_is_written(
+    tmp_path: Path, header: tuple[str, str]
+):
+    hostile = Email(to="ada@example.com", subject="Hi", text="Text.\n", headers=(header,))
+
+    with pytest.raises(EmailFailed):
+        asyncio.run(OutboxSender(tmp_path).send(hostile))
+    assert list(tmp_path.iterdir()) == []
