@@ -1090,3 +1090,17 @@ def test_given_the_retention_and_welcome_steps_when_their_calls_are_listed_then_
         ("PutItem", "USER"),
     ]:
         assert prefix in _granted(CLEANUP_GRANTS, f"dynamodb:{action}"), (action, prefix)
+
+
+def test_given_samconfig_when_its_overrides_are_read_then_each_is_a_parameter_and_allowed():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    parameters = load_template()["Parameters"]
+    for environment in ("default", "dev", "prod"):
+        overrides = config[environment]["deploy"]["parameters"]["parameter_overrides"]
+        for pair in overrides.split():
+            name, _, value = pair.partition("=")
+            assert name in parameters, (environment, name)
+            allowed = parameters[name].get("AllowedValues")
+            assert allowed is None or value in map(str, allowed), (environment, pair)
