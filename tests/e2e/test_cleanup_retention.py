@@ -309,7 +309,8 @@ def test_a_round_cut_by_the_budget_resumes_on_the_next_hourly_run(
     expired, _ = seeded_accounts(tables, now)
     checkpoint = {"pk": {"S": "JOB#retention"}, "sk": {"S": "CHECKPOINT"}}
 
-    # An hourly run with no round under way scans nothing.
+    # An hourly run less than a day after a round began, none under way, scans nothing.
+    put(tables, tables.accounts, pk="JOB#retention_round", sk="CHECKPOINT", cursor=str(now - 3600))
     hourly = step_run(tables, now, lambda: 60.0, "hourly")
     assert hourly.finished and hourly.counts["pages"] == 0
     assert all(exists(tables, tables.accounts, k) for k in expired)
@@ -325,3 +326,17 @@ def test_a_round_cut_by_the_budget_resumes_on_the_next_hourly_run(
     assert resumed.finished and resumed.counts["pages"] >= 1
     assert not exists(tables, tables.accounts, checkpoint)
     assert [k for k in expired if exists(tables, tables.accounts, k)] == []
+
+
+def test_an_hourly_run_a_day_after_the_last_round_starts_one(tables: Tables) -> None:
+    now = int(time.time())
+    put(tables, tables.accounts, pk="JOB#retention_round", sk="CHECKPOINT", cursor=str(now - DAY))
+    expired, kept = seeded_accounts(tables, now)
+
+    report = run(tables, now, run="hourly")
+
+    assert report.counts["pages"] >= 1
+    assert [k for k in expired if exists(tables, tables.accounts, k)] == []
+    assert all(exists(tables, tables.accounts, k) for k in kept)
+    # ... and the next hourly run, that round just begun, does not.
+    assert run(tables, now + 3600, run="hourly").counts["pages"] == 0

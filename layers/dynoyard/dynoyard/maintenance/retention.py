@@ -10,10 +10,11 @@ has not acted yet (it lags by days), so "kept 90 days" means 90 days.
   and deleted by a later run once its aggregate and ledger entry exist.
 - Cache answers past their expiry.
 
-Finding expired accounts items takes a Scan (no index by expiry), so a round starts only on
-the daily run; it reads SCAN_PAGE items a page, saves its cursor (`JOB#retention`) after
-each page and stops when the budget runs out; any next run, hourly too, resumes the round
-until it reaches the table's end. Every delete is conditional or of an item that never
+Finding expired accounts items takes a Scan (no index by expiry), so a round starts on the
+daily run (or on any run 23 hours after the last round began, `JOB#retention_round`); it
+reads SCAN_PAGE items a page, saves its cursor (`JOB#retention`) after each page and stops
+when the budget runs out; any next run, hourly too, resumes the round until it reaches the
+table's end. Every delete is conditional or of an item that never
 changes, so two runs at once, or a page done twice, delete nothing that should stay.
 """
 
@@ -28,6 +29,10 @@ from dynoyard.domain.usage import RETENTION_DAYS
 from dynoyard.maintenance.job import JobContext, StepReport
 
 STEP = "retention"
+ROUND = "retention_round"  # when the last round started (its own checkpoint item)
+# A round starts on the daily run, or on any run (the hourly one, `dynoyard cleanup run`)
+# once this long has passed since the last began: a missed daily event delays it by an hour.
+ROUND_EVERY_SECONDS = 23 * 3600
 PARALLEL_DELETES = 8
 
 
@@ -41,8 +46,11 @@ async def retention_step(ctx: JobContext) -> StepReport:
         "usage_days_waiting": 0,
         "cache_deleted": 0,
     }
-    if cursor is None and ctx.run != "daily":
-        return StepReport(STEP, finished=True, counts=counts)  # no round under way
+    if cursor is None:  # no round under way: start one on the daily run, or a day after the last
+        started = await ctx.checkpoints.get(ROUND)
+        if ctx.run != "daily" and started and ctx.now - float(started) < ROUND_EVERY_SECONDS:
+            return StepReport(STEP, finished=True, counts=counts)
+        await ctx.checkpoints.put(ROUND, str(int(ctx.now)))
     store = RetentionStore.of(ctx.store)
     now = int(ctx.now)
     cutoff = datetime.fromtimestamp(now - RETENTION_DAYS * 86_400, UTC).isoformat(
