@@ -11,7 +11,9 @@ retention that DynamoDB's TTL has not removed yet (it can lag by days).
 - Usage table: an organization's records older than RETENTION_DAYS, by a Query on the sort
   key (`<start time>#<request>`), deleted by BatchWriteItem, only for days already rolled
   up (reconciliation counts a record's cost until its day's `usage_daily` entry exists).
-- Cache table: an organization's answers past `expires_at` (Query with a filter).
+- Cache table: an organization's answers past `expires_at` (Query with a filter: the sort
+  key is a request hash, so this reads the organization's whole partition, once a round;
+  an organization without the cache on costs one empty Query).
 
 Every delete of an item that could be renewed (a session, a cache answer) is conditional on
 `expires_at < now` still holding, so a session renewed meanwhile stays. Usage records never
