@@ -917,6 +917,8 @@ def test_given_every_alarm_when_it_fires_then_it_pages_the_topic_the_parameter_s
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
     resources = _resources()
     assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    # CloudWatch can not publish to a topic under the AWS-managed SNS key.
+    assert "alias/aws/sns" not in json.dumps(resources["AlarmTopic"])
     subscription = resources["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"] == {
