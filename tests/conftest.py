@@ -104,6 +104,15 @@ class Tables:
         """Every item of every table as one text, to search for what must not be kept."""
         return "\n".join(item_text(item) for item in self.scan_all())
 
+    def usage_records(self, org_id: str) -> list[dict[str, Any]]:
+        """The organization's usage records (raw items); the table also holds the daily
+        roll-ups (`DAILY#…`), which are not records."""
+        return [
+            item
+            for item in self.scan_table(self.usage)
+            if item.get("org_id", {}).get("S") == org_id
+        ]
+
     def scan_table(self, name: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for page in self.client.get_paginator("scan").paginate(TableName=name):

@@ -408,11 +408,7 @@ def test_given_a_client_that_leaves_while_sending_its_body_then_499_recorded_and
     deadline = time.monotonic() + 5
     records: list[dict] = []
     while time.monotonic() < deadline and not records:
-        records = [
-            item
-            for item in tables.scan_table(tables.usage)
-            if item.get("org_id", {}).get("S") == account.org_id
-        ]
+        records = tables.usage_records(account.org_id)
         time.sleep(0.05)
     assert [r["status"]["N"] for r in records] == ["499"]
     assert records[0]["error_code"]["S"] == "client_closed"

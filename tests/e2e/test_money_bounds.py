@@ -48,14 +48,6 @@ def price_of(model_id: str, prompt: int, completion: int) -> Decimal:
     ) / MILLION
 
 
-def usage_records(tables, org_id: str) -> list[dict]:
-    return [
-        item
-        for item in tables.scan_table(tables.usage)
-        if item.get("org_id", {}).get("S") == org_id
-    ]
-
-
 # -- hostile numbers never reach a hold ----------------------------------------------------
 
 
@@ -89,7 +81,7 @@ def test_given_an_empty_balance_and_a_hostile_number_when_sent_then_400_nothing_
         assert answers[0].json()["error"]["param"] == field
     assert provider.requests_for(marker) == []
     assert account.balance() == Decimal(0)
-    assert len(usage_records(tables, account.org_id)) == 3  # each refusal is recorded
+    assert len(tables.usage_records(account.org_id)) == 3  # each refusal is recorded
 
 
 @pytest.mark.parametrize("path", list(ENDPOINT_BODIES))
@@ -355,7 +347,7 @@ async def burst(gateway, key: str, count: int) -> list[httpx.Response]:
 def assert_reconciles(tables, account, start: Decimal, answers: list[httpx.Response]) -> None:
     """Every answer has its record (503s included), and the balance is the start less the
     records' costs, to the unit."""
-    records = {r["request_id"]["S"]: r for r in usage_records(tables, account.org_id)}
+    records = {r["request_id"]["S"]: r for r in tables.usage_records(account.org_id)}
     for answer in answers:
         assert answer.headers["x-request-id"] in records
         assert records[answer.headers["x-request-id"]]["status"]["N"] == str(answer.status_code)

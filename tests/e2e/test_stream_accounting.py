@@ -164,7 +164,7 @@ def test_given_concurrent_requests_when_the_balance_covers_few_then_none_overspe
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(post, range(24)))
     assert set(statuses) <= {200, 429} and statuses.count(429) > 0
-    records = [r for r in tables.scan_table(tables.usage) if r["org_id"]["S"] == account.org_id]
+    records = tables.usage_records(account.org_id)
     assert len(records) == 24  # one record per request, whatever its outcome
     spent = sum((charged(r) for r in records), Decimal(0))
     assert account.balance() == credits - spent  # reconciles to the unit
