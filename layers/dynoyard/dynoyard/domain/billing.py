@@ -358,26 +358,16 @@ def topup_movement(
     cents = _cents(session, "amount_total")
     metadata = session.get("metadata")
     save_card = isinstance(metadata, Mapping) and metadata.get("save_card") == "true"
-    return Movement(
-        movement_id=f"topup:{session_id}",
-        org_id=org,
-        kind="topup",
-        amount_usd=cents_to_usd(cents),
-        at=at,
-        stripe_event_id=event_id,
+    return _card_credit(
+        f"topup:{session_id}",
+        "topup",
+        org,
+        cents,
+        card,
+        event_id,
+        at,
+        payment_intent=card.payment_intent,
         stripe_checkout_session=session_id,
-        stripe_payment_intent=card.payment_intent,
-        stripe_charge=card.charge_id,
-        card_brand=card.brand,
-        card_last4=card.last4,
-        charge=Charge(
-            charge_id=card.charge_id,
-            org_id=org,
-            amount_cents=cents,
-            card_brand=card.brand,
-            card_last4=card.last4,
-            payment_intent=card.payment_intent,
-        ),
         keep_card=card.payment_method if save_card else None,
     )
 
@@ -392,14 +382,32 @@ def recharge_movement(
         raise EventFailure("unknown_org", "the payment intent names no organization")
     _usd(intent)
     cents = _cents(intent, "amount_received")
+    return _card_credit(
+        f"recharge:{intent_id}", "auto_recharge", org, cents, card, event_id, at, intent_id
+    )
+
+
+def _card_credit(
+    movement_id: str,
+    kind: str,
+    org: str,
+    cents: int,
+    card: CardOnCharge,
+    event_id: str,
+    at: str,
+    payment_intent: str | None,
+    **extra: Any,
+) -> Movement:
+    """Credits paid by card: the movement, and the charge item refunds and disputes will
+    find (brand and last four only)."""
     return Movement(
-        movement_id=f"recharge:{intent_id}",
+        movement_id=movement_id,
         org_id=org,
-        kind="auto_recharge",
+        kind=kind,
         amount_usd=cents_to_usd(cents),
         at=at,
         stripe_event_id=event_id,
-        stripe_payment_intent=intent_id,
+        stripe_payment_intent=payment_intent,
         stripe_charge=card.charge_id,
         card_brand=card.brand,
         card_last4=card.last4,
@@ -409,8 +417,9 @@ def recharge_movement(
             amount_cents=cents,
             card_brand=card.brand,
             card_last4=card.last4,
-            payment_intent=intent_id,
+            payment_intent=payment_intent,
         ),
+        **extra,
     )
 
 
