@@ -121,26 +121,32 @@ def encode_cursor(sort_key: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
-    """The sort key a cursor holds; anything else is InvalidAuditQuery (param "before")."""
-    bad = InvalidAuditQuery("before is not a cursor this audit log handed out", "before")
-    if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_CURSOR:
-        raise bad
+def cursor_sort_key(cursor: object, max_length: int) -> str | None:
+    """The sort key an `encode_cursor` cursor holds, or None for anything else."""
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= max_length:
+        return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise bad from None
+        return None
     if not isinstance(data, dict) or set(data) != {"sk"} or not isinstance(data["sk"], str):
-        raise bad
-    match = _SORT_KEY.fullmatch(data["sk"])
+        return None
+    return data["sk"]
+
+
+def decode_cursor(cursor: str) -> str:
+    """The sort key a cursor holds; anything else is InvalidAuditQuery (param "before")."""
+    bad = InvalidAuditQuery("before is not a cursor this audit log handed out", "before")
+    sort_key = cursor_sort_key(cursor, _MAX_CURSOR)
+    match = _SORT_KEY.fullmatch(sort_key) if sort_key is not None else None
     if match is None:
         raise bad
     try:
         datetime.fromisoformat(match[1])
     except ValueError:
         raise bad from None
-    return str(data["sk"])
+    return match[0]
 
 
 def _entry(org_id: str, item: dict[str, Any]) -> AuditEntry:

@@ -20,10 +20,7 @@ asking organization's partition.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import fields, replace
@@ -31,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from dynoyard.adapters.dynamo.alerts_store import rearm_update
-from dynoyard.adapters.dynamo.audit_store import encode_cursor
+from dynoyard.adapters.dynamo.audit_store import cursor_sort_key, encode_cursor
 from dynoyard.adapters.dynamo.client import CANCELLED, DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain, typed
 from dynoyard.domain.accounts import UnknownOrg
@@ -308,19 +305,10 @@ class BillingStore:
 
 def decode_ledger_cursor(cursor: str) -> str:
     """The sort key a history cursor holds; anything else is InvalidLedgerQuery."""
-    bad = InvalidLedgerQuery("before is not a cursor this ledger handed out", "before")
-    if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_CURSOR:
-        raise bad
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise bad from None
-    if not isinstance(data, dict) or set(data) != {"sk"} or not isinstance(data["sk"], str):
-        raise bad
-    if _SORT_KEY.fullmatch(data["sk"]) is None:
-        raise bad
-    return str(data["sk"])
+    sort_key = cursor_sort_key(cursor, _MAX_CURSOR)
+    if sort_key is None or _SORT_KEY.fullmatch(sort_key) is None:
+        raise InvalidLedgerQuery("before is not a cursor this ledger handed out", "before")
+    return sort_key
 
 
 def _failed_conditions(body: dict[str, Any]) -> set[int]:
