@@ -328,31 +328,45 @@ def _administer(store: BlockingStore, use: Callable[[Administration], Awaitable[
         raise CliError(f"API key {exc} is revoked, expired or already rotated") from None
 
 
+def _pages(
+    store: BlockingStore,
+    page: Callable[[str | None, int], Awaitable[tuple[list[Any], str | None]]],
+    before: str | None,
+    limit: int | None,
+    max_page: int,
+) -> tuple[list[Any], str | None]:
+    """Pages read from `before` until `limit` items (None: all) or the end, and the cursor
+    to continue with (None at the end)."""
+
+    async def read() -> tuple[list[Any], str | None]:
+        items: list[Any] = []
+        cursor = before
+        try:
+            while limit is None or len(items) < limit:
+                wanted = max_page if limit is None else min(max_page, limit - len(items))
+                found, cursor = await page(cursor, wanted)
+                items += found
+                if cursor is None:
+                    break
+            return items, cursor
+        finally:
+            await store.store.aclose()
+
+    return asyncio.run(read())
+
+
 def _audit(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> None:
     """The newest `--limit` entries (older than `--before`), one per line; where more
     remain, the cursor to continue with goes to stderr."""
     store.get_org(args.org)  # an unknown org is an error, not an empty log
 
-    async def read() -> tuple[list[Any], str | None]:
-        entries: list[Any] = []
-        cursor = args.before
-        while len(entries) < args.limit:
-            page, cursor = await Administration(
-                store.store, audit=store.store.audit_log
-            ).audit_entries(OPERATOR, args.org, cursor, min(MAX_PAGE, args.limit - len(entries)))
-            entries += page
-            if cursor is None:
-                break
-        return entries, cursor
+    audit = Administration(store.store, audit=store.store.audit_log)
 
-    async def run() -> tuple[list[Any], str | None]:
-        try:
-            return await read()
-        finally:
-            await store.store.aclose()
+    async def page(cursor: str | None, size: int) -> tuple[list[Any], str | None]:
+        return await audit.audit_entries(OPERATOR, args.org, cursor, size)
 
     try:
-        entries, cursor = asyncio.run(run())
+        entries, cursor = _pages(store, page, args.before, args.limit, MAX_PAGE)
     except InvalidAuditQuery as exc:
         raise CliError(f"--{exc.param}: {exc}") from None
     for entry in entries:
@@ -374,22 +388,11 @@ def _history(args: argparse.Namespace, store: BlockingStore, out: TextIO) -> Non
     store.get_org(args.org)  # an unknown org is an error, not an empty ledger
     ledger = store.store.billing
 
-    async def read() -> tuple[list[Entry], str | None]:
-        entries: list[Entry] = []
-        cursor = args.before
-        try:
-            while args.limit is None or len(entries) < args.limit:
-                wanted = MAX_HISTORY_PAGE if args.limit is None else args.limit - len(entries)
-                page, cursor = await ledger.history(args.org, cursor, min(MAX_HISTORY_PAGE, wanted))
-                entries += page
-                if cursor is None:
-                    break
-            return entries, cursor
-        finally:
-            await store.store.aclose()
+    async def page(cursor: str | None, size: int) -> tuple[list[Entry], str | None]:
+        return await ledger.history(args.org, cursor, size)
 
     try:
-        entries, cursor = asyncio.run(read())
+        entries, cursor = _pages(store, page, args.before, args.limit, MAX_HISTORY_PAGE)
     except InvalidLedgerQuery as exc:
         raise CliError(f"--{exc.param}: {exc}") from None
     for entry in entries:
