@@ -90,11 +90,12 @@ class Unparsed(Exception):
 
 
 class Parser:
-    """One expression, parsed into a tree of tuples. Attribute names (`#n`) are resolved
-    now; values (`:v`) stay placeholders, bound per request (`_bind`), so that a tree can be
-    cached for the next request that sends the same expression."""
+    """One expression, parsed into a tree of tuples. Attribute names (`#n`) and values (`:v`)
+    stay placeholders, bound per request (`_bind`), so that a tree can be cached for the next
+    request that sends the same expression, whatever names it maps (the gateway's hold names
+    an attribute after its request: a cache keyed on the names would grow by every request)."""
 
-    def __init__(self, text: str, names: dict[str, str]) -> None:
+    def __init__(self, text: str) -> None:
         self.tokens: list[tuple[str, str]] = []
         position = 0
         text = text.rstrip()
@@ -107,7 +108,6 @@ class Parser:
             self.tokens.append((kind, match.group(kind)))
             position = match.end()
         self.at = 0
-        self.names = names
 
     def peek(self, offset: int = 0) -> tuple[str, str] | None:
         index = self.at + offset
@@ -152,11 +152,7 @@ class Parser:
 
     def _name(self, token: tuple[str, str]) -> str:
         kind, text = token
-        if kind == "name":
-            if text not in self.names:
-                raise _validation(f"undefined attribute name {text}")
-            return self.names[text]
-        if kind == "word":
+        if kind in ("name", "word"):  # a `#name` is bound per request
             return text
         raise Unparsed(f"not a name: {text}")
 
@@ -545,13 +541,12 @@ class Standin:
         text = request.get(field)
         if not text:
             return None
-        names = request.get("ExpressionAttributeNames") or {}
-        cache_key = (kind, text, json.dumps(names, sort_keys=True) if names else "")
+        cache_key = (kind, text)
         if cache_key in self._parsed:
             tree = self._parsed[cache_key]
         else:
             try:
-                parser = Parser(text, names)
+                parser = Parser(text)
                 tree = parser.update() if kind == "update" else parser.condition()
                 if not parser.done():
                     raise Unparsed("trailing tokens")
@@ -566,7 +561,8 @@ class Standin:
                 raise _validation(f"stand-in can not parse the update expression: {text}")
             self.conditions_unparsed += 1
             return None
-        return _bind(tree, request.get("ExpressionAttributeValues") or {})
+        names = request.get("ExpressionAttributeNames") or {}
+        return _bind(tree, request.get("ExpressionAttributeValues") or {}, names)
 
     def _check(self, request: dict[str, Any], old: Item | None) -> bool:
         condition = self._parse("condition", request, "ConditionExpression")
@@ -839,16 +835,20 @@ class Standin:
         await _respond(send, 200, _dumps(answer))
 
 
-def _bind(tree: Any, values: dict[str, AV]) -> Any:
-    """The parsed tree with `:value` placeholders replaced by this request's values."""
+def _bind(tree: Any, values: dict[str, AV], names: dict[str, str]) -> Any:
+    """The parsed tree with `:value` and `#name` placeholders replaced by this request's."""
     if isinstance(tree, tuple):
         if tree and tree[0] == "placeholder":
             if tree[1] not in values:
                 raise _validation(f"undefined attribute value {tree[1]}")
             return ("value", values[tree[1]])
-        return tuple(_bind(part, values) for part in tree)
+        return tuple(_bind(part, values, names) for part in tree)
     if isinstance(tree, list):
-        return [_bind(part, values) for part in tree]
+        return [_bind(part, values, names) for part in tree]
+    if isinstance(tree, str) and tree.startswith("#"):  # only a name token starts with #
+        if tree not in names:
+            raise _validation(f"undefined attribute name {tree}")
+        return names[tree]
     return tree
 
 
