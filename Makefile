@@ -4,14 +4,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
+WEB_BUILT := layers/dynoyard/dynoyard/web/static/manifest.json
+WEB_SOURCES := $(shell find web -type f 2>/dev/null)
+# Browser tests drive Debian's Chromium (Playwright with its executable path).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: dev test lint unit integration e2e bench build clean bootstrap
+.PHONY: dev test lint unit integration e2e bench build clean bootstrap web screenshots
 
-dev: $(STAMP) $(NPM_STAMP)
+dev: $(STAMP) $(NPM_STAMP) $(WEB_BUILT)
 	$(PY) -m dynoyard.local dev
 
-test: $(STAMP) $(NPM_STAMP)
+test: $(STAMP) $(NPM_STAMP) $(WEB_BUILT) $(CHROMIUM)
 	$(PY) -m dynoyard.local test
+
+# The pages' scripts and styles (web/build.mjs), rebuilt when a source changes.
+web: $(WEB_BUILT)
+$(WEB_BUILT): $(NPM_STAMP) $(WEB_SOURCES)
+	npm run --silent build
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "Chromium is needed at $(CHROMIUM) for the browser tests"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+# Every page at desktop and phone widths, in both languages, into screenshots/.
+screenshots: $(STAMP) $(NPM_STAMP) $(WEB_BUILT) $(CHROMIUM)
+	$(PY) -m tests.browser.screenshots screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -37,7 +54,7 @@ unit: $(STAMP)
 integration: $(STAMP) $(NPM_STAMP)
 	$(PY) -m dynoyard.local test -- tests/integration
 
-e2e: $(STAMP) $(NPM_STAMP)
+e2e: $(STAMP) $(NPM_STAMP) $(WEB_BUILT) $(CHROMIUM)
 	$(PY) -m dynoyard.local test -- tests/e2e
 
 bench: $(STAMP) $(NPM_STAMP)
@@ -47,4 +64,4 @@ build:
 	sam build
 
 clean:
-	rm -rf $(VENV) node_modules .local .aws-sam
+	rm -rf $(VENV) node_modules .local .aws-sam layers/dynoyard/dynoyard/web/static

@@ -18,6 +18,7 @@ from dynoyard.local.tables import (
     table_env_names,
     table_specs,
 )
+from dynoyard.web.pages import PAGE_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -342,16 +343,22 @@ def test_given_the_console_store_when_its_dynamodb_calls_are_listed_then_iam_was
     assert calls == CONSOLE_STORE_DYNAMODB_CALLS
 
 
-def test_given_the_console_when_routed_then_it_serves_api_on_the_same_rest_api():
+def test_given_the_console_when_routed_then_it_serves_api_and_pages_on_the_same_rest_api():
     console = _functions()["ConsoleFunction"]
     assert console["CodeUri"] == "functions/console/" and console["Handler"] == "app.handler"
-    (event,) = console["Events"].values()
-    assert event["Type"] == "Api"
-    assert event["Properties"] == {
-        "RestApiId": {"Ref": "GatewayApi"},
-        "Path": "/api/{proxy+}",
-        "Method": "ANY",
+    routes = {
+        (e["Properties"]["Path"], e["Properties"]["Method"])
+        for e in console["Events"].values()
+        if e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": "GatewayApi"}
     }
+    assert len(routes) == len(console["Events"])
+    # The API, and every page the web package serves (its own list), with their assets.
+    pages = {(p, "GET") for p in PAGE_PATHS} | {
+        ("/console", "GET"),
+        ("/console/{page}", "GET"),
+        ("/assets/{name}", "GET"),
+    }
+    assert routes == {("/api/{proxy+}", "ANY")} | pages
     assert _environment(console)["DYNOYARD_PUBLIC_URL"] == {"Ref": "PublicUrl"}
 
 

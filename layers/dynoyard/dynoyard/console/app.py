@@ -26,6 +26,8 @@ from dynoyard.console.errors import install_error_handlers
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.domain.email import EmailSender
+from dynoyard.web import assets, pages
+from dynoyard.web.security import SecurityHeaders
 
 
 def create_console_app(
@@ -43,7 +45,8 @@ def create_console_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    app.state.console = ConsoleRuntime(settings or ConsoleSettings(), email_sender, clock)
+    settings = settings or ConsoleSettings()
+    app.state.console = ConsoleRuntime(settings, email_sender, clock)
     app.include_router(auth.router)
     app.include_router(oauth_routes.router)
     app.include_router(orgs.router)
@@ -54,13 +57,32 @@ def create_console_app(
     app.include_router(billing.router)
     app.include_router(auto_recharge.router)
     app.include_router(unsubscribe.router)
+    app.include_router(pages.router)
+    app.include_router(assets.router)
     install_error_handlers(app)
+    app.add_middleware(
+        SecurityHeaders,
+        analytics_origin=settings.analytics_origin,
+        https=not settings.local_http,
+    )
     return app
 
 
+def served_by_console(path: str) -> bool:
+    """The console function's paths: its API, the web pages and their assets."""
+    return (
+        path == "/api"
+        or path.startswith("/api/")
+        or path in pages.PAGE_PATHS
+        or path == "/console"
+        or path.startswith(pages.PAGE_PREFIXES)
+    )
+
+
 class ConsoleBeside:
-    """ASGI middleware serving `/api` and everything under it from the console app and all
-    else from the app it wraps: `make dev` serves both on one port."""
+    """ASGI middleware serving the console's paths (`served_by_console`: the API, the pages,
+    their assets) from the console app and all else from the app it wraps: `make dev` serves
+    both on one port."""
 
     def __init__(self, app: ASGIApp, console: ASGIApp) -> None:
         self.app = app
@@ -68,7 +90,7 @@ class ConsoleBeside:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        if path == "/api" or path.startswith("/api/"):
+        if served_by_console(path):
             await self.console(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,24 @@ class ConsoleSettings(BaseSettings):
     stripe_secret_key: str | None = Field(None, validation_alias="STRIPE_SECRET_KEY", repr=False)
     stripe_secret_name: str | None = Field(None, validation_alias="DYNOYARD_STRIPE_SECRET")
     stripe_api_base: str | None = Field(None, validation_alias="STRIPE_API_BASE")
+
+    # The web pages (dynoyard/web): PostHog analytics, loaded on the public pages only after
+    # the visitor accepts (no key: no banner, no analytics); the operator's own legal text
+    # (privacy.<lang>.html / terms.<lang>.html in this folder replace the built-in pages'
+    # bodies); built assets served gzipped by the function (off on AWS, where API Gateway
+    # compresses: template.yaml).
+    posthog_key: str | None = Field(None, validation_alias="POSTHOG_KEY")
+    posthog_host: str = Field("https://us.i.posthog.com", validation_alias="POSTHOG_HOST")
+    legal_dir: Path | None = Field(None, validation_alias="DYNOYARD_LEGAL_DIR")
+    gzip_assets: bool = Field(True, validation_alias="DYNOYARD_GZIP_ASSETS")
+
+    @property
+    def analytics_origin(self) -> str | None:
+        """The origin the CSP lets analytics reach, or None with analytics off."""
+        if not self.posthog_key:
+            return None
+        parts = urlsplit(self.posthog_host)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def local_http(self) -> bool:

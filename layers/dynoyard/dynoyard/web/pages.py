@@ -1,0 +1,120 @@
+"""The pages' routes. Every page is rendered on the server in the visitor's language
+(`?lang=` > the remembered switch > the browser's languages); the console's pages are
+shells whose script (web/src/console/) fills them from the console API. A console page
+without a session cookie redirects to /sign-in before anything renders."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from dynoyard.console.auth import SESSION_COOKIE
+from dynoyard.web import i18n
+from dynoyard.web.assets import asset_url
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Console pages: path → (template, the i18n areas its script reads, the nav key).
+CONSOLE_PAGES = {
+    "usage": "console/usage.html",
+    "keys": "console/keys.html",
+    "team": "console/team.html",
+    "billing": "console/billing.html",
+    "settings": "console/settings.html",
+    "audit": "console/audit.html",
+    "account": "console/account.html",
+}
+# The paths the console function answers besides /api (ConsoleBeside, template.yaml).
+PAGE_PATHS = ("/", "/pricing", "/privacy", "/terms", "/sign-in")
+PAGE_PREFIXES = ("/console/", "/assets/")
+
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,  # a missing value fails the render, never shows blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def language_of_request(request: Request) -> tuple[str, str | None]:
+    """(the page's language, the language to remember in the cookie when `?lang=` chose)."""
+    forced = request.query_params.get("lang")
+    language = i18n.choose_language(
+        forced, request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language")
+    )
+    return language, (language if forced in i18n.LANGUAGES else None)
+
+
+def render(request: Request, template: str, **context: Any) -> HTMLResponse:
+    language, remember = language_of_request(request)
+    settings = request.app.state.console.settings
+    html = (
+        environment()
+        .get_template(template)
+        .render(
+            t=i18n.Translator(language),
+            lang=language,
+            languages=i18n.LANGUAGES,
+            path=request.url.path,
+            asset=asset_url,
+            public_url=settings.public_url.rstrip("/"),
+            **context,
+        )
+    )
+    response = HTMLResponse(html, headers={"cache-control": "no-store"})
+    if remember:
+        response.set_cookie(
+            i18n.LANG_COOKIE,
+            remember,
+            max_age=365 * 86_400,
+            path="/",
+            samesite="lax",
+            secure=not settings.local_http,
+        )
+    return response
+
+
+def strings_for(request: Request, *areas: str) -> dict[str, str]:
+    language, _ = language_of_request(request)
+    return i18n.area(language, *(a + "." for a in ("common", "errors", *areas)))
+
+
+@router.get("/sign-in")
+async def sign_in(request: Request) -> Response:
+    return render(request, "sign_in.html", strings=strings_for(request, "sign_in"))
+
+
+@router.get("/console")
+async def console_home(request: Request) -> Response:
+    return console_page(request, "usage")
+
+
+@router.get("/console/{page}")
+async def console_section(request: Request, page: str) -> Response:
+    if page not in CONSOLE_PAGES:
+        missing = render(request, "not_found.html")
+        missing.status_code = 404
+        return missing
+    return console_page(request, page)
+
+
+def console_page(request: Request, page: str) -> Response:
+    if not request.cookies.get(SESSION_COOKIE):
+        return RedirectResponse("/sign-in", status_code=303)
+    return render(
+        request,
+        CONSOLE_PAGES[page],
+        page=page,
+        pages=tuple(CONSOLE_PAGES),
+        strings=strings_for(request, "console", page),
+    )

@@ -1,0 +1,4 @@
+// The console's settings page (being built).
+export async function render(ctx) {
+  ctx.root.textContent = "";
+}

@@ -1,0 +1,4 @@
+// The console's usage page (being built).
+export async function render(ctx) {
+  ctx.root.textContent = "";
+}

@@ -1,0 +1,30 @@
+// /sign-in: asks for a sign-in link by email (POST /api/auth/email-link). A new address
+// needs the terms accepted (the API refuses otherwise, and the message says so).
+import { api } from "../lib/api.js";
+import { status } from "../lib/dom.js";
+import { t } from "../lib/i18n.js";
+
+export function wireSignIn(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const email = form.elements.email.value.trim();
+    if (!email || !form.elements.email.checkValidity()) {
+      status(t("sign_in.email_invalid"), "error");
+      form.elements.email.focus();
+      return;
+    }
+    const body = { email, accept_terms: form.elements.accept_terms.checked };
+    const name = form.elements.name.value.trim();
+    if (name) body.name = name;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await api("POST", "/api/auth/email-link", body);
+      status(t("sign_in.link_sent", { email }), "ok");
+    } catch (error) {
+      status(error.message, "error");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
