@@ -33,7 +33,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from dynoyard.adapters.dynamo import blocking_store
+from dynoyard.adapters.dynamo.store import blocking_store
 from dynoyard.local.tables import ensure_tables, local_client
 from dynoyard.settings import GatewaySettings
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import uvicorn
 
-from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import BlockingStore, DynamoStore
 from dynoyard.local.tables import ensure_tables, local_client
 from tests import log_scan
 from tests.fakes.upstream import FakeProvider

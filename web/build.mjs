@@ -4,16 +4,15 @@
 // gzip sizes. `npm run build` (make dev, make test, sam build) runs it; nothing loads from a
 // CDN: uPlot and posthog-js come from npm into these files.
 import { build } from "esbuild";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const out = join(root, "layers/dynoyard/dynoyard/web/static");
-// Earlier builds' files stay (a running server may still serve their names) unless
-// `--clean` (sam build's layer) removes what this build did not write.
-const clean = process.argv.includes("--clean");
+// Earlier builds' files stay (a running server may still serve their names); the layer's
+// build (layers/dynoyard/Makefile) copies only this build's.
 mkdirSync(out, { recursive: true });
 
 // The manifest's entry names, by source.
@@ -59,8 +58,4 @@ for (const [file, meta] of Object.entries(result.metafile.outputs)) {
 }
 writeFileSync(join(out, "manifest.json.tmp"), JSON.stringify(manifest, null, 1));
 renameSync(join(out, "manifest.json.tmp"), join(out, "manifest.json")); // never half-written
-if (clean) {
-  const keep = new Set(["manifest.json", ...Object.keys(manifest.files).flatMap((f) => [f, f + ".gz"])]);
-  for (const name of readdirSync(out)) if (!keep.has(name)) rmSync(join(out, name));
-}
 console.log(`web: ${Object.keys(manifest.files).length} files in ${relative(root, out)}`);

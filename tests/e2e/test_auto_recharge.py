@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from tests.conftest import GatewayProcess, Tables
 from tests.e2e.test_console_auth import Console, serve_console
 from tests.e2e.test_console_billing import (

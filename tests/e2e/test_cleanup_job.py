@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from dynoyard import cli
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.billing import Movement
 from dynoyard.domain.rollup import last_closed_day
 from dynoyard.domain.usage import UsageRecord

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo import retention_store as retention_store_module
 from dynoyard.adapters.dynamo.billing_store import ledger_sort_key
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
 from dynoyard.adapters.dynamo.job_store import Checkpoints
 from dynoyard.adapters.dynamo.retention_store import RetentionStore
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.email import OutboxSender
 from dynoyard.domain.rollup import day_end, usage_daily_movement
 from dynoyard.domain.usage import RETENTION_DAYS

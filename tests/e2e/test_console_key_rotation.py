@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import parse_catalog
 from dynoyard.domain.gateway import Gateway

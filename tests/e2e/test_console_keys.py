@@ -237,7 +237,7 @@ def test_signing_in_by_link_verifies_the_address(console: Console, tables: Table
 def test_key_and_settings_changes_in_the_console_are_in_the_audit_log_with_who_and_where(
     console: Console, tables: Tables
 ) -> None:
-    from dynoyard.adapters.dynamo import DynamoStore
+    from dynoyard.adapters.dynamo.store import DynamoStore
 
     owner = person(console)
     key_id = owner.create(name="audited").json()["key_id"]

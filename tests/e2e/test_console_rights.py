@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.administration import Actor, Administration
 from dynoyard.domain.rights import EXPORT_FORMAT_VERSION
 from dynoyard.domain.usage import UsageRecord

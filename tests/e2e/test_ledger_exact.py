@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.billing import Charge, Movement, cents_to_usd, iso_now
 from dynoyard.domain.ports import StoreUnavailable
 from dynoyard.domain.reconcile import OrgMoney, Reconciliation, reconcile_org

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from dynoyard import cli
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.alerts_store import OrgManagers
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.alerts import Alerts
 from dynoyard.domain.money import format_usd
 from tests.conftest import GatewayProcess, Tables

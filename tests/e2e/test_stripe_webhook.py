@@ -26,8 +26,8 @@ import pytest
 import stripe
 from moto import mock_aws
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.stripe import StripePayments
 from dynoyard.billing.failed_events import SqsFailedEvents
 from dynoyard.billing.settings import WebhookSettings

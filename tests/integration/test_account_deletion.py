@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.accounts import UnknownOrg
 from dynoyard.domain.administration import OPERATOR, Actor, Administration
 from dynoyard.domain.rights import ERASED, Scrubber, plan_deletion, scrub_audit_entry

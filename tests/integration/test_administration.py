@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.administration import (
     OPERATOR,
     Actor,

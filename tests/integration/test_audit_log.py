@@ -15,9 +15,9 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.audit_store import encode_cursor
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.cli import main
 from dynoyard.domain.accounts import UnknownKey
 from dynoyard.domain.administration import OPERATOR, Actor, Administration, NotAllowed

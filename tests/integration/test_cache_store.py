@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import BlockingStore, DynamoStore
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.accounts import InvalidSetting
 from dynoyard.domain.catalog import parse_catalog

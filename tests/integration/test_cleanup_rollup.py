@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.billing import Movement
 from dynoyard.domain.reconcile import reconcile_org
 from dynoyard.domain.rollup import daily_usage, last_closed_day, percentile

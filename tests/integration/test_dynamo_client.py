@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo import client as dynamo_client
 from dynoyard.adapters.dynamo.client import DynamoClient, DynamoError
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.ports import StoreUnavailable
 from dynoyard.domain.usage import UsageRecord
 from tests.conftest import ddb_endpoint

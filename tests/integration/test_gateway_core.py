@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import parse_catalog
 from dynoyard.domain.errors import GatewayError

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.domain.ip_guard import IpGuard
 from dynoyard.domain.ports import RateLimited
 from tests.conftest import ddb_endpoint

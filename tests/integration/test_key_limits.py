@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import BlockingStore, DynamoStore
 from dynoyard.domain.limits import InvalidLimit, key_limits, seconds_to_reset
 from dynoyard.domain.ports import InsufficientBalance, RateLimited, SpendCapReached
 from dynoyard.domain.usage import UsageRecord

@@ -3,6 +3,7 @@ and the streaming entrance's server among the dependency layer's pins."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,6 +77,13 @@ def test_given_the_layer_build_when_listed_then_it_holds_the_app_and_catalog_and
     assert (python / "dynoyard" / "observability.py").is_file()
     assert (python / "dynoyard_config" / "models.yaml").is_file()
     assert not (python / "dynoyard" / "local").exists()
+    # The pages' assets: exactly this build's (the manifest's files and their .gz twins).
+    static = python / "dynoyard" / "web" / "static"
+    manifest = json.loads((static / "manifest.json").read_text())
+    assert set(manifest["entries"]) == {"site.js", "console.js", "styles.css"}
+    expected = {"manifest.json"} | {n for f in manifest["files"] for n in (f, f + ".gz")}
+    assert {p.name for p in static.iterdir()} == expected
+    assert (python / "dynoyard" / "web" / "templates" / "base.html").is_file()
     leftovers = [
         p.relative_to(layer)
         for p in python.rglob("*")

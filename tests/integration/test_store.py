@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from dynoyard.adapters.dynamo import BlockingStore, DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
+from dynoyard.adapters.dynamo.store import BlockingStore, DynamoStore
 from dynoyard.domain.ports import InsufficientBalance, RateLimited
 from dynoyard.domain.usage import UsageRecord
 from tests.conftest import ddb_endpoint

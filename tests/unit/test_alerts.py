@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from dynoyard.domain.alert_states import alert_change
 from dynoyard.domain.alerts import (
     AutoRecharge,
     InvalidAutoRecharge,
     NoSavedCard,
-    alert_change,
     auto_recharge_settings,
 )
 

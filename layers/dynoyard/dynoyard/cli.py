@@ -47,7 +47,7 @@ from dynoyard.domain.usage import (
 )
 
 if TYPE_CHECKING:
-    from dynoyard.adapters.dynamo import BlockingStore
+    from dynoyard.adapters.dynamo.store import BlockingStore
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class CliError(Exception):
 
 def _store() -> BlockingStore:
     # Imported here so that `dynoyard --help` loads no HTTP client.
-    from dynoyard.adapters.dynamo import blocking_store
+    from dynoyard.adapters.dynamo.store import blocking_store
     from dynoyard.settings import GatewaySettings
 
     settings = GatewaySettings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from dynoyard.adapters.catalog_file import load_catalog
-from dynoyard.adapters.dynamo import DynamoStore, dynamo_store
+from dynoyard.adapters.dynamo.gateway_store import GatewayStore, gateway_store
 from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.adapters.upstream import AiohttpUpstream
 from dynoyard.domain.catalog import Catalog
@@ -30,8 +30,8 @@ class Runtime:
         return load_catalog(self.settings.models_file, self.provider_keys.available)
 
     @cached_property
-    def store(self) -> DynamoStore:
-        return dynamo_store(self.settings)
+    def store(self) -> GatewayStore:
+        return gateway_store(self.settings)
 
     @cached_property
     def ip_guard(self) -> IpGuard:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.billing_store import BillingStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.email_settings import EmailSettings
 from dynoyard.adapters.stripe import StripePayments
 from dynoyard.console.settings import ConsoleSettings

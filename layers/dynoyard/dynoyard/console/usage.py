@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import StreamingResponse
 
-from dynoyard.adapters.dynamo import DynamoStore
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.console.auth import runtime
 from dynoyard.console.errors import bad_request
 from dynoyard.console.orgs import KEY_ID, OrgAccess, allowed

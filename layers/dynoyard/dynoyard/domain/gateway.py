@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from dynoyard.domain import errors
-from dynoyard.domain.alerts import alert_change
+from dynoyard.domain.alert_states import alert_change
 from dynoyard.domain.cache import (
     CacheStatus,
     ResponseCache,

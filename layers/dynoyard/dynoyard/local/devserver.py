@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dynoyard.adapters.dynamo import BlockingStore
+from dynoyard.adapters.dynamo.store import blocking_store
 from dynoyard.api.app import create_app
 from dynoyard.billing.webhook import PATH as WEBHOOK_PATH
 from dynoyard.billing.webhook import create_webhook_app
@@ -85,7 +85,7 @@ def start_stripe_standin(port: int, host: str = "127.0.0.1") -> uvicorn.Server |
 def serve(port: int = 8080, host: str = "127.0.0.1") -> None:
     standin = start_stripe_standin(port, host)
     app = build_dev_app(port)
-    demo = ensure_demo_org(BlockingStore(app.state.runtime.store), LOCAL_DIR / "demo-org")
+    demo = ensure_demo_org(blocking_store(GatewaySettings()), LOCAL_DIR / "demo-org")
     base = f"http://{host}:{port}"
     print(f"\nDynoyard is serving on {base}  (Ctrl-C stops it)")
     print(f"  demo organization: {demo.org_id}")

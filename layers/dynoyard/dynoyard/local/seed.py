@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from dynoyard.adapters.dynamo import BlockingStore
+from dynoyard.adapters.dynamo.store import BlockingStore
 from dynoyard.domain.accounts import UnknownOrg
 
 DEMO_CREDITS = Decimal("10.00")

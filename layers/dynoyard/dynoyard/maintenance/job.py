@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger as PowertoolsLogger
 
-    from dynoyard.adapters.dynamo import DynamoStore
     from dynoyard.adapters.dynamo.console_store import ConsoleStore
     from dynoyard.adapters.dynamo.job_store import Checkpoints
+    from dynoyard.adapters.dynamo.store import DynamoStore
     from dynoyard.domain.alerts import Recharger
     from dynoyard.domain.email import EmailSender
     from dynoyard.maintenance.settings import CleanupSettings

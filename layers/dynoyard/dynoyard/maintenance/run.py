@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from dynoyard.adapters.dynamo import DynamoStore
 from dynoyard.adapters.dynamo.client import DynamoClient
 from dynoyard.adapters.dynamo.console_store import ConsoleStore
 from dynoyard.adapters.dynamo.job_store import Checkpoints
+from dynoyard.adapters.dynamo.store import DynamoStore
 from dynoyard.adapters.email_settings import EmailSettings
 from dynoyard.adapters.recharges import StripeRecharges
 from dynoyard.maintenance.job import JobContext, JobResult, Step, run_job

@@ -27,7 +27,7 @@ from dataclasses import fields, replace
 from decimal import Decimal
 from typing import Any
 
-from dynoyard.adapters.dynamo.alerts_store import rearm_update
+from dynoyard.adapters.dynamo.alert_marks import rearm_update
 from dynoyard.adapters.dynamo.audit_store import cursor_sort_key, encode_cursor
 from dynoyard.adapters.dynamo.client import CANCELLED, DynamoClient, DynamoError
 from dynoyard.adapters.dynamo.codec import num, org_key, plain, typed

@@ -34,7 +34,7 @@ from dynoyard.domain.ports import StoreUnavailable
 from dynoyard.domain.rollup import day_end, usage_daily_movement
 
 if TYPE_CHECKING:
-    from dynoyard.adapters.dynamo import DynamoStore
+    from dynoyard.adapters.dynamo.store import DynamoStore
 
 SCAN_PAGE = 500
 # The accounts items that expire (template.yaml grants the cleanup DeleteItem on exactly
