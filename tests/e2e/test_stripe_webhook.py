@@ -330,6 +330,19 @@ def test_every_event_type_delivered_ten_times_moves_the_money_once(hook: Hook) -
     assert hook.failures.recorded == []
 
 
+def test_a_handled_event_is_remembered_past_stripes_three_days_of_retries(hook: Hook) -> None:
+    org = new_org(hook.tables)
+    session, _ = session_obj(org, 1_000)
+    evt = event("checkout.session.completed", session)
+    table = hook.tables.names["IDEMPOTENCY_TABLE"]
+    before = {r["id"]["S"] for r in hook.tables.scan_table(table)}
+    assert hook.send(evt).status_code == 200
+    records = [r for r in hook.tables.scan_table(table) if r["id"]["S"] not in before]
+    assert len(records) == 1  # (the key is a hash of the event id: found as the new one)
+    kept_for = int(records[0]["expiration"]["N"]) - time.time()
+    assert 3 * 86_400 < kept_for <= 4 * 86_400 + 60
+
+
 def test_a_session_completed_unpaid_grants_nothing_until_paid(hook: Hook) -> None:
     tables = hook.tables
     org = new_org(tables)

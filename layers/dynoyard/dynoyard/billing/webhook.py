@@ -50,9 +50,10 @@ PATH = "/webhooks/stripe"
 SIGNATURE_TOLERANCE_SECONDS = 300
 # Stripe's events are a few KiB; anything far larger is not one.
 MAX_PAYLOAD_BYTES = 256 * 1024
-# How long a handled event answers its first outcome. Past it a redelivery is handled
-# again, and the ledger's guards make that a no-op.
-IDEMPOTENCY_SECONDS = 3600
+# How long a handled event answers its first outcome: past Stripe's retries (3 days), so a
+# redelivery is answered, not run again (DESIGN.md: the idempotency table, > 3 days). Were it
+# run again, the ledger's guards would make it a no-op.
+IDEMPOTENCY_SECONDS = 4 * 86_400
 
 
 def error(status: int, message: str, type_: str, code: str) -> JSONResponse:
