@@ -6,18 +6,26 @@ exists for either)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from dynoyard.adapters.email import OutboxSender, ResendSender, SesSender
 from dynoyard.adapters.email_settings import EmailSettings
 from dynoyard.adapters.oauth import oauth_providers
 from dynoyard.adapters.oauth_settings import CREDENTIALS, oauth_settings
+from dynoyard.adapters.secrets import ProviderKeys
+from dynoyard.adapters.upstream import AiohttpUpstream
+from dynoyard.console.app import create_console_app
+from dynoyard.console.settings import ConsoleSettings
+from dynoyard.domain.catalog import Provider
+from dynoyard.domain.ports import SecretUnavailable, UpstreamUnavailable
 
 SECRET_NAME = "dynoyard/console"
 RESEND_KEY = "re_from_the_secret_0123456789"
@@ -141,3 +149,43 @@ def test_given_no_secret_name_when_read_then_no_provider_and_no_aws_call(
         assert isinstance(EmailSettings().sender(), OutboxSender)
     finally:
         oauth_settings.cache_clear()
+
+
+def test_given_an_unreadable_secret_when_sign_in_starts_then_503_never_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Secrets Manager failing (here: the secret is missing) is a temporary 503 in the
+    console's shape with retry-after, naming neither the secret nor the AWS error."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("DYNOYARD_CONSOLE_SECRET", "dynoyard/not-there")
+    with mock_aws():
+        parameters.clear_caches()
+        oauth_settings.cache_clear()
+        with pytest.raises(SecretUnavailable):
+            ProviderKeys("dynoyard/not-there")("RESEND_API_KEY")
+        app = create_console_app(ConsoleSettings())
+        with TestClient(app) as client:
+            answer = client.get("/api/auth/google/start", follow_redirects=False)
+        oauth_settings.cache_clear()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "5"
+    error = answer.json()["error"]
+    assert error["code"] == "service_unavailable" and error["type"] == "api_error"
+    assert "not-there" not in answer.text and "ResourceNotFound" not in answer.text
+
+
+def test_given_an_unreadable_provider_key_when_the_upstream_is_called_then_it_is_unavailable() -> (
+    None
+):
+    """On the gateway, a provider key that can not be read is an unreachable provider
+    (retried, fallen back, a 502/503 in OpenAI's shape), never an unhandled error."""
+
+    def unreadable(env_name: str) -> str | None:
+        raise SecretUnavailable("GetParameterError")
+
+    upstream = AiohttpUpstream(unreadable)
+    provider = Provider("p", "http://127.0.0.1:9/v1", "P_API_KEY")
+    with pytest.raises(UpstreamUnavailable, match="provider key unreadable"):
+        asyncio.run(upstream.send(provider, "/chat/completions", b"{}", False, 5.0))

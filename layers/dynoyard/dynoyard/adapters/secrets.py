@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dynoyard.domain.ports import SecretUnavailable
+
 SECRET_MAX_AGE_SECONDS = 300
 
 
@@ -30,6 +32,13 @@ class ProviderKeys:
         # Imported here: only functions that use a secret pay for the import.
         from aws_lambda_powertools.utilities import parameters
 
-        return parameters.get_secret(
-            self._secret_name or "", transform="json", max_age=SECRET_MAX_AGE_SECONDS
-        )
+        try:
+            return parameters.get_secret(
+                self._secret_name or "", transform="json", max_age=SECRET_MAX_AGE_SECONDS
+            )
+        except (
+            parameters.exceptions.GetParameterError,
+            parameters.exceptions.TransformParameterError,
+        ) as error:
+            # Named by class only: the message may quote the secret's name or value.
+            raise SecretUnavailable(type(error).__name__) from None

@@ -15,7 +15,7 @@ import aiohttp
 
 from dynoyard.adapters.http_session import SessionPerLoop
 from dynoyard.domain.catalog import Provider
-from dynoyard.domain.ports import UpstreamTimeout, UpstreamUnavailable
+from dynoyard.domain.ports import SecretUnavailable, UpstreamTimeout, UpstreamUnavailable
 from dynoyard.observability import subsegment
 
 READ_CHUNK = 64 * 1024
@@ -98,7 +98,10 @@ class AiohttpUpstream:
             "accept": "text/event-stream" if stream else "application/json",
         }
         if provider.api_key_env:
-            key = self._api_key_for(provider.api_key_env)
+            try:
+                key = self._api_key_for(provider.api_key_env)
+            except SecretUnavailable as exc:  # like an unreachable provider: retried, fallen back
+                raise UpstreamUnavailable(f"provider key unreadable: {exc}") from None
             if key:
                 headers["authorization"] = f"Bearer {key}"
         session = self._sessions.get()

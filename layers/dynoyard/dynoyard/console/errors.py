@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from dynoyard.domain.ports import StoreUnavailable
+from dynoyard.domain.ports import SecretUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,18 @@ def install_error_handlers(app: FastAPI) -> None:
             type="api_error",
         ).response()
         answer.headers["retry-after"] = "1"
+        return answer
+
+    @app.exception_handler(SecretUnavailable)
+    async def on_secret_unavailable(request: Request, error: SecretUnavailable) -> Response:
+        log.warning("console: a secret could not be read (%s) on %s", error, request.url.path)
+        answer = ConsoleError(
+            503,
+            "The service can not read its configuration right now. Please retry shortly.",
+            "service_unavailable",
+            type="api_error",
+        ).response()
+        answer.headers["retry-after"] = "5"
         return answer
 
     @app.exception_handler(Exception)

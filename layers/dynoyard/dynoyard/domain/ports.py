@@ -106,6 +106,11 @@ class StoreUnavailable(Exception):
     retries."""
 
 
+class SecretUnavailable(Exception):
+    """A secret the service needs (provider keys, the console's or Stripe's credentials)
+    could not be read: a temporary failure to answer 503, never a 500."""
+
+
 class UpstreamTimeout(Exception):
     """The upstream did not answer (or stopped sending) within the read timeout."""
 
