@@ -200,6 +200,32 @@ def test_an_expired_link_is_refused(console: Console) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/api/auth/email-link/callback?token=nope", "link_invalid"),
+        ("/api/auth/email-link/callback?token=", "invalid_request"),
+        ("/api/auth/email-link/callback", "invalid_request"),
+        ("/api/auth/google/callback?code=c&state=s", "provider_not_configured"),
+        ("/api/auth/discord/start", "provider_not_configured"),
+    ],
+)
+def test_a_browser_refused_at_sign_in_goes_back_to_the_sign_in_page_with_the_reason(
+    console: Console, path: str, code: str
+) -> None:
+    """A person's browser (Accept: text/html) is sent to /sign-in?error=<code>, which says
+    why in their language; an API client keeps the JSON error."""
+    page = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    answer = console.request("GET", path, headers=page)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"].startswith("/sign-in?error=")
+    assert "set-cookie" not in answer.headers
+    api = console.request("GET", path)
+    assert api.status_code in (400, 403, 404) and "error" in api.json()
+    assert api.json()["error"]["code"] == code
+    assert answer.headers["location"] == f"/sign-in?error={code}"
+
+
+@pytest.mark.parametrize(
     "query", ["", "?token=", "?token=nope", "?token=" + "a" * 500, "?token=%00%ff", "?x=1"]
 )
 def test_bad_tokens_are_400_never_500(console: Console, query: str) -> None:

@@ -5,12 +5,14 @@ a 400 naming the field), and nothing unexpected leaves as anything but this shap
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dynoyard.domain.ports import SecretUnavailable, StoreUnavailable
 
@@ -77,10 +79,27 @@ def not_found(message: str, code: str = "not_found") -> ConsoleError:
     return ConsoleError(404, message, code)
 
 
+# The sign-in routes a person's browser lands on (an emailed link, a provider's redirect).
+# A refusal there sends the browser back to /sign-in, which says why in the person's
+# language, rather than showing them JSON; API clients (no text/html) still get the JSON.
+BROWSER_SIGN_IN_PATHS = re.compile(r"^/api/auth/(email-link/callback|[a-z]+/(start|callback))$")
+
+
+def for_browser_sign_in(request: Request, error: ConsoleError) -> Response:
+    if request.method == "GET" and BROWSER_SIGN_IN_PATHS.match(request.url.path):
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(
+                f"/sign-in?error={quote(error.code)}",
+                status_code=303,
+                headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
+            )
+    return error.response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConsoleError)
     async def on_console_error(request: Request, error: ConsoleError) -> Response:
-        return error.response()
+        return for_browser_sign_in(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -92,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
         param = ".".join(where) or None
         reason = str(first.get("msg", "invalid value"))
         message = f"Invalid value for '{param}': {reason}." if param else f"Invalid body: {reason}."
-        return bad_request(message, param=param).response()
+        return for_browser_sign_in(request, bad_request(message, param=param))
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, error: HTTPException) -> Response:
@@ -104,26 +123,30 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def on_store_unavailable(request: Request, error: StoreUnavailable) -> Response:
         log.warning("console: data store unavailable: %s", error)
-        answer = ConsoleError(
-            503,
-            "The service can not reach its data store right now. Please retry shortly.",
-            "service_unavailable",
-            type="api_error",
-        ).response()
-        answer.headers["retry-after"] = "1"
-        return answer
+        return for_browser_sign_in(
+            request,
+            ConsoleError(
+                503,
+                "The service can not reach its data store right now. Please retry shortly.",
+                "service_unavailable",
+                type="api_error",
+                headers={"retry-after": "1"},
+            ),
+        )
 
     @app.exception_handler(SecretUnavailable)
     async def on_secret_unavailable(request: Request, error: SecretUnavailable) -> Response:
         log.warning("console: a secret could not be read (%s) on %s", error, request.url.path)
-        answer = ConsoleError(
-            503,
-            "The service can not read its configuration right now. Please retry shortly.",
-            "service_unavailable",
-            type="api_error",
-        ).response()
-        answer.headers["retry-after"] = "5"
-        return answer
+        return for_browser_sign_in(
+            request,
+            ConsoleError(
+                503,
+                "The service can not read its configuration right now. Please retry shortly.",
+                "service_unavailable",
+                type="api_error",
+                headers={"retry-after": "5"},
+            ),
+        )
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:
