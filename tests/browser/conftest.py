@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
@@ -51,9 +52,9 @@ class Site:
         return self.base + path
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("browser-site")
+@contextmanager
+def running_site(folder: Path) -> Iterator[Site]:
+    """`make dev` in `folder` on a free port (with the PostHog stand-in), stopped after."""
     posthog = FakePostHog()
     port, ddb_port = free_port(), free_port()
     env = dev_env(port, ddb_port) | {"POSTHOG_KEY": POSTHOG_KEY, "POSTHOG_HOST": posthog.url}
@@ -66,11 +67,24 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_site(tmp_path_factory.mktemp("browser-site")) as running:
+        yield running
+
+
+@contextmanager
+def launched_browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, through Playwright."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with launched_browser() as launched:
+        yield launched
 
 
 @pytest.fixture
