@@ -26,7 +26,7 @@ from dynoyard.console.errors import install_error_handlers
 from dynoyard.console.runtime import ConsoleRuntime
 from dynoyard.console.settings import ConsoleSettings
 from dynoyard.domain.email import EmailSender
-from dynoyard.web import assets, pages
+from dynoyard.web import assets, pages, site
 from dynoyard.web.security import SecurityHeaders
 
 
@@ -58,6 +58,7 @@ def create_console_app(
     app.include_router(auto_recharge.router)
     app.include_router(unsubscribe.router)
     app.include_router(pages.router)
+    app.include_router(site.router)
     app.include_router(assets.router)
     install_error_handlers(app)
     app.add_middleware(
