@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dynoyard.console.team import ACCEPT_PATH
 from dynoyard.local.tables import (
     ensure_tables,
     load_template,
@@ -356,6 +357,7 @@ def test_given_the_console_when_routed_then_it_serves_api_and_pages_on_the_same_
     pages = {(p, "GET") for p in PAGE_PATHS} | {
         ("/console", "GET"),
         ("/console/{page}", "GET"),
+        (ACCEPT_PATH, "GET"),  # the emailed invitation's link
         ("/assets/{name}", "GET"),
     }
     assert routes == {("/api/{proxy+}", "ANY")} | pages

@@ -4,6 +4,7 @@
 import { api, setCsrf } from "../lib/api.js";
 import { status } from "../lib/dom.js";
 import { t } from "../lib/i18n.js";
+import * as acceptInvitation from "./accept_invitation.js";
 import * as account from "./account.js";
 import * as audit from "./audit.js";
 import * as billing from "./billing.js";
@@ -12,8 +13,26 @@ import * as settings from "./settings.js";
 import * as team from "./team.js";
 import * as usage from "./usage.js";
 
-const PAGES = { usage, keys, team, billing, settings, audit, account };
+const PAGES = { usage, keys, team, billing, settings, audit, account, accept_invitation: acceptInvitation };
 const ORG_KEY = "dynoyard_org";
+// Where to go once signed in (an invitation's link opened while signed out): kept by
+// site/sign_in.js from /sign-in?next=, only a /console/ path of this origin.
+const NEXT_KEY = "dynoyard_next";
+
+function nextAfterSignIn() {
+  const next = sessionStorage.getItem(NEXT_KEY);
+  if (!next) return null;
+  sessionStorage.removeItem(NEXT_KEY);
+  let url;
+  try {
+    url = new URL(next, window.location.origin);
+  } catch {
+    return null;
+  }
+  const here = window.location.pathname + window.location.search;
+  if (url.origin !== window.location.origin || !url.pathname.startsWith("/console/")) return null;
+  return url.pathname + url.search === here ? null : url.pathname + url.search;
+}
 
 function chooseOrg(orgs) {
   const wanted = new URLSearchParams(window.location.search).get("org") || localStorage.getItem(ORG_KEY);
@@ -49,8 +68,18 @@ async function signOut(path) {
 }
 
 async function start() {
+  const root = document.getElementById("app");
+  // A stale session sends the page to /sign-in (lib/api.js): come back here after.
+  if (root.dataset.page === "accept_invitation") {
+    sessionStorage.setItem(NEXT_KEY, window.location.pathname + window.location.search);
+  }
   const me = await api("GET", "/api/me");
   setCsrf(me.csrf_token);
+  const next = nextAfterSignIn();
+  if (next) {
+    window.location.assign(next);
+    return;
+  }
   document.getElementById("signed-in-as").textContent = me.user.email;
   const org = chooseOrg(me.orgs);
   if (org) localStorage.setItem(ORG_KEY, org.org_id);
@@ -59,7 +88,6 @@ async function start() {
   document
     .getElementById("sign-out-everywhere")
     .addEventListener("click", () => signOut("/api/auth/sign-out-everywhere"));
-  const root = document.getElementById("app");
   const page = PAGES[root.dataset.page];
   await page.render({ me, org, orgId: org?.org_id, role: org?.role, root });
   root.setAttribute("aria-busy", "false");

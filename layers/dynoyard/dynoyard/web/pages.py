@@ -8,12 +8,14 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from dynoyard.console.auth import SESSION_COOKIE
+from dynoyard.console.team import ACCEPT_PATH
 from dynoyard.web import i18n
 from dynoyard.web.assets import asset_url
 
@@ -99,6 +101,13 @@ async def console_home(request: Request) -> Response:
     return console_page(request, "usage")
 
 
+@router.get(ACCEPT_PATH)
+async def accept_invitation(request: Request) -> Response:
+    """The emailed invitation's link: the page posts its token with the session (signed
+    out: to /sign-in first, and back here after)."""
+    return console_page(request, "accept_invitation", "console/accept_invitation.html", "team")
+
+
 @router.get("/console/{page}")
 async def console_section(request: Request, page: str) -> Response:
     if page not in CONSOLE_PAGES:
@@ -108,13 +117,18 @@ async def console_section(request: Request, page: str) -> Response:
     return console_page(request, page)
 
 
-def console_page(request: Request, page: str) -> Response:
+def console_page(
+    request: Request, page: str, template: str | None = None, area: str | None = None
+) -> Response:
     if not request.cookies.get(SESSION_COOKIE):
-        return RedirectResponse("/sign-in", status_code=303)
+        # Back here after signing in (site/sign_in.js keeps `next`, console/main.js goes).
+        query = f"?{request.url.query}" if request.url.query else ""
+        target = urlencode({"next": request.url.path + query})
+        return RedirectResponse(f"/sign-in?{target}", status_code=303)
     return render(
         request,
-        CONSOLE_PAGES[page],
+        template or CONSOLE_PAGES[page],
         page=page,
         pages=tuple(CONSOLE_PAGES),
-        strings=strings_for(request, "console", page),
+        strings=strings_for(request, "console", area or page),
     )
