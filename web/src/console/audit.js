@@ -58,21 +58,24 @@ export async function render(ctx) {
   let names = new Map();
   try {
     const { members } = await api("GET", `${base}/members`);
-    names = new Map(members.map((m) => [m.user_id, m.name ? `${m.name} (${m.email})` : m.email]));
+    names = new Map(members.map((m) => [m.user_id, { name: m.name || m.email, email: m.name ? m.email : "" }]));
   } catch {
     names = new Map(); // ids are shown instead
   }
-  names.set(orgId, org.name);
+  names.set(orgId, { name: org.name, email: "" });
 
+  // A member by name (and address), the operator in words, anything else by its id.
   function person(id) {
     if (id === "operator") return t("audit.operator");
-    return names.get(id) || id;
+    const found = names.get(id);
+    if (!found) return el("span", { class: "tb-id" }, id);
+    return [el("span", {}, found.name), found.email ? el("span", { class: "tb-sub" }, found.email) : null];
   }
 
   function row(entry) {
     return el(
       "tr",
-      {},
+      { "data-action": entry.action },
       cell(t("audit.col_time"), el("time", { datetime: entry.at }, formatTime(entry.at))),
       cell(t("audit.col_actor"), person(entry.actor)),
       cell(t("audit.col_action"), el("span", { class: "tb-strong" }, actionName(entry.action)), detailList(entry.details)),

@@ -22,6 +22,11 @@ function roleName(role) {
   return ROLES.includes(role) ? t(`team.role_${role}`) : role;
 }
 
+// The invitation's expiry is epoch seconds (its creation an ISO string).
+function epochOrIso(value) {
+  return typeof value === "number" ? new Date(value * 1000).toISOString() : value;
+}
+
 function who(member) {
   return member.name || member.email;
 }
@@ -56,19 +61,22 @@ export async function render(ctx) {
   async function loadMembers() {
     const { members } = await api("GET", `${base}/members`);
     const body = byId("members-body");
-    body.replaceChildren(...members.map((member) => memberRow(member)));
+    const owners = members.filter((m) => m.role === "owner").length;
+    body.replaceChildren(...members.map((member) => memberRow(member, owners)));
     return members;
   }
 
-  function memberRow(member) {
+  function memberRow(member, owners) {
     const self = member.user_id === me.user.user_id;
+    // The only owner keeps the role (the API would refuse: 409 last_owner).
+    const soleOwner = member.role === "owner" && owners === 1;
     const nameCell = cell(
       t("team.col_name"),
       el("span", { class: "tb-strong" }, member.name || t("team.no_name")),
       self ? el("span", { class: "tb-badge" }, t("team.you")) : null,
     );
     const actions = el("div", { class: "tb-row-actions" });
-    if (mayManage(role, member.role)) {
+    if (mayManage(role, member.role) && !soleOwner) {
       actions.append(
         el(
           "button",
@@ -102,7 +110,7 @@ export async function render(ctx) {
       nameCell,
       cell(t("team.col_email"), member.email),
       cell(t("team.col_role"), el("span", { class: `tb-role tb-role-${member.role}` }, roleName(member.role))),
-      cell(t("team.col_actions"), actions),
+      cell(t("team.col_actions"), actions.children.length ? actions : null),
     );
   }
 
@@ -172,8 +180,8 @@ export async function render(ctx) {
       cell(t("team.col_email"), invitation.email),
       cell(t("team.col_role"), roleName(invitation.role)),
       cell(t("team.col_sent"), formatTime(invitation.created_at)),
-      cell(t("team.col_expires"), formatTime(invitation.expires_at)),
-      cell(t("team.col_actions"), actions),
+      cell(t("team.col_expires"), formatTime(epochOrIso(invitation.expires_at))),
+      cell(t("team.col_actions"), actions.children.length ? actions : null),
     );
   }
 

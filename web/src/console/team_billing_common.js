@@ -173,7 +173,7 @@ export function fieldError(input, message) {
 
 // A cell that labels itself in the narrow (stacked) table layout.
 export function cell(label, ...children) {
-  return el("td", { "data-label": label }, ...children);
+  return el("td", { "data-label": label }, el("div", { class: "tb-cell" }, ...children));
 }
 
 // Runs `work` with the button disabled (and marked busy), whatever happens.
