@@ -47,6 +47,7 @@ class Site:
     outbox: Path
     posthog: FakePostHog
     folder: Path
+    dynamodb: str = ""  # its DynamoDB Local's endpoint (for the CLI: dynoyard credits grant)
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -60,7 +61,13 @@ def running_site(folder: Path) -> Iterator[Site]:
     env = dev_env(port, ddb_port) | {"POSTHOG_KEY": POSTHOG_KEY, "POSTHOG_HOST": posthog.url}
     process, _ = run_dev(folder, env)
     try:
-        yield Site(f"http://127.0.0.1:{port}", folder / ".local" / "outbox", posthog, folder)
+        yield Site(
+            f"http://127.0.0.1:{port}",
+            folder / ".local" / "outbox",
+            posthog,
+            folder,
+            dynamodb=f"http://127.0.0.1:{ddb_port}",
+        )
     finally:
         stop(process)
         posthog.stop()

@@ -2,7 +2,7 @@
 serious or critical axe-core violation, and the keyboard alone reaches everything: the
 first Tab lands on the skip link (Enter on it moves focus to the main content), every link,
 button and field can be reached by Tab, and wherever focus lands it is on screen with a
-visible focus style.
+visible focus style. And at a phone's 390 px nothing makes the page scroll sideways.
 
 The pages come from dynoyard.web.pages (PAGE_PATHS signed out, CONSOLE_PAGES signed in):
 a new page is covered as it lands. One sign-up per language for all console pages."""
@@ -20,6 +20,8 @@ from dynoyard.web.pages import CONSOLE_PAGES, PAGE_PATHS
 from tests.browser.conftest import Site, axe_violations, sign_up
 
 LOCALES = {"en": "en-US", "zh-CN": "zh-CN"}
+# Real names are long: the organization is named after its owner ("…'s organization").
+NAMES = {"en": "Augusta Ada King, Countess of Lovelace", "zh-CN": "欧阳娜娜"}
 PUBLIC = list(PAGE_PATHS)
 CONSOLE = [f"/console/{name}" for name in CONSOLE_PAGES]
 
@@ -108,7 +110,7 @@ def contexts(browser: Browser, site: Site) -> Iterator[dict[tuple[str, bool], Br
         signed_in = browser.new_context(locale=locale)
         page = signed_in.new_page()
         page.set_default_timeout(15_000)
-        sign_up(page, site, name="Ada")
+        sign_up(page, site, name=NAMES[language])
         page.close()
         made[(language, True)] = signed_in
     yield made
@@ -207,5 +209,32 @@ def test_enter_on_the_skip_link_moves_focus_to_the_main_content(
         page.keyboard.press("Tab")
         inside = page.evaluate("document.getElementById('main').contains(document.activeElement)")
         assert inside or not main_has_stops, f"{path}: the Tab after the skip link left main"
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize(("language", "path"), PAGES)
+def test_the_page_fits_a_phone_screen(contexts: Any, site: Site, language: str, path: str) -> None:
+    """Reflow (WCAG 1.4.10): at 390 px wide nothing makes the page scroll sideways (a wide
+    table scrolls inside its own box)."""
+    page = open_page(contexts, site, language, path)
+    try:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_function("innerWidth === 390")
+        too_wide = page.evaluate(
+            """() => {
+              const limit = document.documentElement.clientWidth;
+              if (document.documentElement.scrollWidth <= limit) return [];
+              return [...document.querySelectorAll('body *')]
+                .filter((el) => el.getBoundingClientRect().right > limit + 1)
+                .filter((el) => !el.parentElement
+                  || el.parentElement.getBoundingClientRect().right <= limit + 1)
+                .slice(0, 8)
+                .map((el) => `<${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}`
+                  + `${el.className ? '.' + String(el.className).split(' ')[0] : ''}>`
+                  + ` ends at ${Math.round(el.getBoundingClientRect().right)}px`);
+            }"""
+        )
+        assert not too_wide, "\n".join([f"{path}: wider than 390 px:", *too_wide])
     finally:
         page.close()
