@@ -7,6 +7,8 @@
 // the banner that leads here; the console never imports this module.
 import { posthog } from "posthog-js/dist/module.slim.no-external.js";
 
+let stopped = false; // consent withdrawn: every later event is dropped before it is sent
+
 export function startAnalytics({ key, host, cookieDays }) {
   posthog.init(key, {
     api_host: host,
@@ -28,25 +30,35 @@ export function startAnalytics({ key, host, cookieDays }) {
     capture_performance: false,
     capture_pageview: true,
     capture_pageleave: true,
+    respect_dnt: true, // a browser saying Do Not Track or Global Privacy Control: nothing
+    opt_out_persistence_by_default: true, // opting out removes PostHog's stored identity
     mask_all_text: true,
     mask_all_element_attributes: true,
     mask_personal_data_properties: true,
     person_profiles: "identified_only",
+    // Each event is sent as it happens, never queued: withdrawing consent leaves nothing
+    // waiting to be flushed when the page unloads.
+    request_batching: false,
     persistence: "localStorage+cookie",
     cookie_expiration: cookieDays || 365,
     save_referrer: false,
     before_send: withoutPrivatePaths,
   });
   return {
+    // Withdrawal: PostHog opts out (and removes its persistence); site/consent.js then
+    // clears what is left and reloads. Until the page is gone, nothing more is sent, not
+    // even the page-leave event of that reload.
     stop() {
+      stopped = true;
       posthog.opt_out_capturing();
     },
   };
 }
 
-// An event never carries a signed-in page's address: a referrer inside the console or the
+// An event is dropped once consent is withdrawn, and never carries a signed-in page's address: a referrer inside the console or the
 // API (a visitor coming back from /console) is cut to this site's origin.
 function withoutPrivatePaths(event) {
+  if (stopped) return null;
   if (!event || !event.properties) return event;
   for (const name of ["$referrer", "$initial_referrer"]) {
     const value = event.properties[name];

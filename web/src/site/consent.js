@@ -62,12 +62,13 @@ export function startConsent() {
   }
 
   function hide() {
+    // Focus goes back to the settings button, or (a first choice) to the page's content,
+    // never lost with the button that is about to disappear.
+    const hadFocus = banner.contains(document.activeElement);
     banner.hidden = true;
     document.body.classList.remove("has-consent-banner");
-    // Focus goes back to the settings button, or (a first choice) to the page's content,
-    // never lost with the button that just disappeared.
     const target = returnFocus || document.getElementById("main");
-    if (target && banner.contains(document.activeElement)) target.focus({ preventScroll: true });
+    if (hadFocus && target) target.focus({ preventScroll: true });
     returnFocus = null;
   }
 
