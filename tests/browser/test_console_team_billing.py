@@ -75,11 +75,24 @@ def test_the_cache_setting_is_saved_kept_after_reload_and_in_the_audit_log(site,
     saved = page.request.get(site.url(f"/api/orgs/{org}/settings")).json()
     assert saved["cache_enabled"] is True and saved["cache_ttl_seconds"] == 600
 
+    # The person's own preferences: PATCH /api/me, kept too.
+    page.fill("#me-name", "Grace H.")
+    page.select_option("#me-language", "zh-CN")
+    page.uncheck("#me-marketing")
+    page.click("#me-save")
+    expect(page.locator("#status")).to_have_text(EN["settings.me_saved"])
+    user = me(page, site)["user"]
+    assert (user["name"], user["language"], user["marketing_email"]) == ("Grace H.", "zh-CN", False)
+    page.reload()
+    page.wait_for_selector("#app[aria-busy=false]", state="attached")
+    expect(page.locator("#me-language")).to_have_value("zh-CN")
+    expect(page.locator("#me-marketing")).not_to_be_checked()
+
     open_console(page, site, "audit")
     row = page.locator("#audit-body tr", has_text=EN["audit.action_settings_changed"]).first
     expect(row).to_contain_text("response cache: yes")
     expect(row).to_contain_text("cache time (seconds): 600")
-    expect(row).to_contain_text("Grace")  # the actor by name, not by id
+    expect(row).to_contain_text("Grace H.")  # the actor by name, not by id
     assert axe_violations(page) == []
 
 
@@ -118,9 +131,12 @@ def test_a_top_up_through_the_stripe_stand_in_moves_the_balance_by_exactly_its_a
     expect(row).to_contain_text("+$25.50")
     expect(row).to_contain_text("Visa ending in 4242")
     assert money_of(page.text_content("#balance") or "") - before == Decimal("25.50")
-    # The card was saved: an owner may now turn auto-recharge on.
+    # The card was saved: an owner may now turn auto-recharge on, and it says who did.
     expect(page.locator("#recharge-no-card")).to_be_hidden()
-    expect(page.locator("#recharge-enabled")).to_be_enabled()
+    page.check("#recharge-enabled")
+    page.click("#recharge-save")
+    expect(page.locator("#status")).to_have_text(EN["billing.recharge_saved"])
+    expect(page.locator("#recharge-state")).to_contain_text("Auto-recharge is on. Turned on by Ada")
     assert axe_violations(page) == []
 
 
@@ -179,8 +195,10 @@ def test_an_invitation_is_accepted_by_a_new_user_after_signing_up_and_roles_appl
     expect(stranger.locator("#accept-message")).to_contain_text(
         "This invitation was sent to another email address"
     )
+    expect(stranger.locator("#accept-heading")).to_be_focused()
     expect(stranger.locator("#accept-switch")).to_be_visible()
     assert "token=" not in stranger.url  # the token leaves the address bar
+    assert axe_violations(stranger) == []
 
     # The invitee has no account: the link goes to sign-in, which keeps where to come back.
     guest = new_page(locale="zh-CN")

@@ -17,9 +17,15 @@ export async function render(ctx) {
   const switchAccount = byId("accept-switch");
   const toTeam = byId("accept-console");
 
+  const heading = byId("accept-heading");
+
+  // The card says what went wrong and what can be done; focus goes to it.
   function fail(text, { canRetry = false, canSwitch = false } = {}) {
+    heading.textContent = t("team.accept_failed_heading");
     message.textContent = text;
-    status(text, "error");
+    message.dataset.kind = "error";
+    heading.setAttribute("tabindex", "-1");
+    heading.focus();
     show(retry, canRetry);
     show(switchAccount, canSwitch);
     show(toTeam);
@@ -31,12 +37,15 @@ export async function render(ctx) {
   }
 
   async function accept() {
+    heading.textContent = t("team.accept_heading");
     message.textContent = t("team.accept_working");
+    delete message.dataset.kind;
     show(retry, false);
     try {
       const joined = await api("POST", "/api/invitations/accept", { token });
       localStorage.setItem(ORG_KEY, joined.org_id);
       message.textContent = t("team.accept_done", { name: joined.name });
+      status(t("team.accept_done", { name: joined.name }), "ok");
       window.location.assign(`/console/team?org=${encodeURIComponent(joined.org_id)}&joined=1`);
     } catch (error) {
       if (error.code === "already_member") {
