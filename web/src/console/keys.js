@@ -351,8 +351,8 @@ function confirmDialog(orgId, reload) {
         await api("DELETE", `/api/orgs/${orgId}/keys/${encodeURIComponent(key.key_id)}`);
         current.done = true;
         dialog.close();
-        status(t("keys.revoked_done", { name: keyName(key) }), "ok");
         await reload();
+        status(t("keys.revoked_done", { name: keyName(key) }), "ok");
         $("keys-list-title").focus();
       } else {
         const seconds = Number(grace.value);
@@ -361,8 +361,8 @@ function confirmDialog(orgId, reload) {
         dialog.close();
         const ends = rotated.rotated_from_revoked_at;
         const note = seconds > 0 && ends ? t("keys.old_key_until", { time: formatTime(epochIso(ends)) }) : t("keys.old_key_stopped");
-        status(t("keys.rotated_done", { name: keyName(key) }), "ok");
         await reload();
+        status(t("keys.rotated_done", { name: keyName(key) }), "ok");
         showNewKey(rotated.api_key, note);
       }
     } catch (failure) {
@@ -434,8 +434,8 @@ export async function render(ctx) {
       try {
         const created = await createKey(orgId, ctx.me.csrf_token, body);
         form.reset();
-        status(t("keys.created", { name: created.name || t("keys.unnamed") }), "ok");
         await reload();
+        status(t("keys.created", { name: created.name || t("keys.unnamed") }), "ok");
         showNewKey(created.api_key, null);
       } catch (error) {
         const field = error.status === 400 ? fieldOf(error) : null;

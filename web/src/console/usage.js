@@ -494,8 +494,9 @@ function recordRow(record, keys, labels) {
   );
 }
 
-// The records list: a page at a time with the API's cursor. A filtered page may come back
-// short (or empty) with a cursor, so reading goes on until a page is full or the list ends.
+// The records list: a page of the API at a time, with its cursor. A filtered page may come
+// back empty with a cursor (the API reads `limit` records, then filters): reading goes on
+// past empty pages, so "Load more" always shows more or ends the list.
 function recordsList(orgId, filters, keys) {
   const body = $("records-table").querySelector("tbody");
   const more = $("records-more");
@@ -512,7 +513,7 @@ function recordsList(orgId, filters, keys) {
       found.push(...answer.records);
       cursor = answer.next;
       rounds += 1;
-    } while (cursor && found.length < RECORDS_PAGE && rounds < 20);
+    } while (cursor && !found.length && rounds < 20);
     body.append(...found.map((record) => recordRow(record, keys, labels)));
     shown += found.length;
     more.hidden = !cursor;
@@ -594,7 +595,9 @@ export async function render(ctx) {
       const data = shape(byKey.lines, filters);
       const models = new Set(data.models.map((m) => m.model));
       if (!filters.model) $("filter-models").replaceChildren(...[...models].sort().map((m) => el("option", { value: m })));
-      const filtered = Boolean(filters.key_id || filters.model);
+      // Nothing at all (the default view): the first-steps hint; else nothing matches.
+      const usual = defaults();
+      const filtered = Boolean(filters.key_id || filters.model || filters.since !== usual.since || filters.until !== usual.until);
       const nothing = data.requests === 0;
       $("usage-empty").hidden = !(nothing && !filtered);
       $("usage-no-match").hidden = !(nothing && filtered);
