@@ -191,7 +191,7 @@ def test_keys_and_usage_end_to_end(site: Site, new_page) -> None:
     assert page.inner_text("#total-requests") == "5"
     canvas = page.locator("#chart-requests canvas").first.bounding_box()
     assert canvas is not None and canvas["width"] > 200 and canvas["height"] > 100
-    assert "5 requests over 30 days" in page.inner_text("#chart-requests-summary")
+    assert "5 requests in this period" in page.inner_text("#chart-requests-summary")
     per_day = chart_table(page, "requests")
     assert len(per_day) == 1 and per_day[0][1:] == ["5"]
     per_model = chart_table(page, "model_cost")
@@ -218,7 +218,7 @@ def test_keys_and_usage_end_to_end(site: Site, new_page) -> None:
     page.wait_for_selector("#app[aria-busy=false]", state="attached")
     assert page.input_value("#filter-key") == alpha_id
     assert page.locator("#records-table tbody tr").count() == 3
-    assert "3 requests over 30 days" in page.inner_text("#chart-requests-summary")
+    assert "3 requests in this period" in page.inner_text("#chart-requests-summary")
     assert all(
         "Alpha" in k for k in page.locator("#records-table tbody td:nth-child(3)").all_inner_texts()
     )

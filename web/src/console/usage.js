@@ -9,7 +9,7 @@ import { lang, t } from "../lib/i18n.js";
 
 const DAY = 86_400;
 const DEFAULT_DAYS = 30;
-const RECORDS_PAGE = 100; // records shown per "Load more"
+const RECORDS_PAGE = 100; // records read per "Load more" (25 on a narrow screen: cards)
 const RECORDS_READ = 500; // records read per request (the API's most)
 const CHART_RECORDS_CAP = 10_000; // a key's charts are totalled from at most this many records
 const FILTERS = ["since", "until", "key_id", "model"];
@@ -244,7 +244,8 @@ function dayChart(id, data, series, formatValue) {
     {
       tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),
       scales: {
-        x: { time: true, range: (u, min, max) => (min === max ? [min - DAY / 2, max + DAY / 2] : [min, max]) },
+        // The whole period, half a day of room at each end (one day alone is centred).
+        x: { time: true, range: () => [data.xs[0] - DAY / 2, data.xs[data.xs.length - 1] + DAY / 2] },
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       series: [
@@ -345,7 +346,6 @@ function drawCharts(data) {
   const { days, models } = data;
   const withTotal = models.length > 1;
   const active = days.map((_, i) => i).filter((i) => data.dayRequests[i] > 0);
-  const dayCount = formatCount(days.length);
 
   // Requests per day, one line per model.
   dayChart(
@@ -358,7 +358,7 @@ function drawCharts(data) {
   summary(
     "chart-requests",
     data.requests
-      ? t("usage.summary_requests", { total: formatCount(data.requests), days: dayCount, peak_day: formatDay(days[requestPeak]), peak: formatCount(data.dayRequests[requestPeak]) })
+      ? t("usage.summary_requests", { total: formatCount(data.requests), peak_day: formatDay(days[requestPeak]), peak: formatCount(data.dayRequests[requestPeak]) })
       : t("usage.summary_nothing"),
   );
   dataTable(
@@ -386,7 +386,6 @@ function drawCharts(data) {
       ? t("usage.summary_tokens", {
           input: formatCount(data.promptTokens),
           output: formatCount(data.completionTokens),
-          days: dayCount,
           peak_day: formatDay(days[tokenPeak]),
           peak: formatCount(tokenTotals[tokenPeak]),
         })
@@ -410,7 +409,7 @@ function drawCharts(data) {
   summary(
     "chart-cost",
     data.requests
-      ? t("usage.summary_cost", { total: data.cost, days: dayCount, peak_day: formatDay(days[costPeak]), peak: data.dayCosts[costPeak] })
+      ? t("usage.summary_cost", { total: data.cost, peak_day: formatDay(days[costPeak]), peak: data.dayCosts[costPeak] })
       : t("usage.summary_nothing"),
   );
   dataTable(
@@ -508,7 +507,8 @@ function recordsList(orgId, filters, keys) {
     const found = [];
     let rounds = 0;
     do {
-      const query = apiQuery(filters, { limit: String(RECORDS_PAGE), cursor });
+      const narrow = window.matchMedia("(max-width: 640px)").matches;
+      const query = apiQuery(filters, { limit: String(narrow ? 25 : RECORDS_PAGE), cursor });
       const answer = await api("GET", `/api/orgs/${orgId}/usage?${query}`);
       found.push(...answer.records);
       cursor = answer.next;
