@@ -27,7 +27,6 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from dynoyard.adapters.catalog_file import load_catalog
-from dynoyard.adapters.secrets import ProviderKeys
 from dynoyard.console.auth import RATE_WINDOW_SECONDS, SESSION_COOKIE
 from dynoyard.console.oauth_routes import OAUTH_COOKIE, OAUTH_TTL_SECONDS
 from dynoyard.console.settings import ConsoleSettings
@@ -63,11 +62,11 @@ FALLBACK_EXAMPLE_MODEL = "gpt-4o-mini"
 
 @cache
 def catalog() -> Catalog:
-    """The model catalog of DYNOYARD_MODELS_FILE, parsed once per process. Which models are
-    offered is asked on each render, as the gateway asks on each request: a provider is
-    offered while its key can be had (the environment, else PROVIDER_KEYS_SECRET)."""
-    settings = gateway_settings()
-    return load_catalog(settings.models_file, ProviderKeys(settings.provider_keys_secret).available)
+    """The model catalog of DYNOYARD_MODELS_FILE (the gateway's), parsed once per process.
+    Every model of the file is listed: the console function may not read the gateway's
+    provider keys (its IAM role has no grant on that secret, by design), so the file is the
+    offer. An operator drops a provider from the file rather than leave its key unset."""
+    return load_catalog(gateway_settings().models_file, lambda _key_name: True)
 
 
 def price_text(amount: Decimal) -> str:
@@ -211,7 +210,7 @@ def script_strings(request: Request) -> dict[str, str]:
 
 
 def offered_models() -> list[Model] | None:
-    """The offered models, or None when the catalog or the provider keys can not be read
+    """The offered models, or None when the catalog can not be read
     (logged by the error's class only: a message may quote the file or the secret)."""
     try:
         return catalog().offered()
