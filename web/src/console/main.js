@@ -4,6 +4,7 @@
 import { api, setCsrf } from "../lib/api.js";
 import { status } from "../lib/dom.js";
 import { t } from "../lib/i18n.js";
+import { keepNext, takeNext } from "../lib/next.js";
 import * as acceptInvitation from "./accept_invitation.js";
 import * as account from "./account.js";
 import * as audit from "./audit.js";
@@ -15,25 +16,6 @@ import * as usage from "./usage.js";
 
 const PAGES = { usage, keys, team, billing, settings, audit, account, accept_invitation: acceptInvitation };
 const ORG_KEY = "dynoyard_org";
-// Where to go once signed in (an invitation's link opened while signed out): kept by
-// site/sign_in.js from /sign-in?next=, only a /console/ path of this origin.
-const NEXT_KEY = "dynoyard_next";
-
-function nextAfterSignIn() {
-  const next = sessionStorage.getItem(NEXT_KEY);
-  if (!next) return null;
-  sessionStorage.removeItem(NEXT_KEY);
-  let url;
-  try {
-    url = new URL(next, window.location.origin);
-  } catch {
-    return null;
-  }
-  const here = window.location.pathname + window.location.search;
-  if (url.origin !== window.location.origin || !url.pathname.startsWith("/console/")) return null;
-  return url.pathname + url.search === here ? null : url.pathname + url.search;
-}
-
 function chooseOrg(orgs) {
   const wanted = new URLSearchParams(window.location.search).get("org") || localStorage.getItem(ORG_KEY);
   return orgs.find((o) => o.org_id === wanted) || orgs[0] || null;
@@ -71,11 +53,11 @@ async function start() {
   const root = document.getElementById("app");
   // A stale session sends the page to /sign-in (lib/api.js): come back here after.
   if (root.dataset.page === "accept_invitation") {
-    sessionStorage.setItem(NEXT_KEY, window.location.pathname + window.location.search);
+    keepNext(window.location.pathname + window.location.search);
   }
   const me = await api("GET", "/api/me");
   setCsrf(me.csrf_token);
-  const next = nextAfterSignIn();
+  const next = takeNext();
   if (next) {
     window.location.assign(next);
     return;

@@ -3,32 +3,34 @@
 import { api } from "../lib/api.js";
 import { status } from "../lib/dom.js";
 import { t } from "../lib/i18n.js";
+import { keepNext } from "../lib/next.js";
 
-// /sign-in?next=<a /console/ path>: where the console goes once signed in (console/main.js),
-// kept for this tab in sessionStorage; anything but a path of this origin under /console/
-// is ignored. It leaves the address bar at once (an invitation's token is in it).
-const NEXT_KEY = "dynoyard_next";
-
-export function keepNext() {
+// /sign-in?next=<a /console/ path>: kept for after the sign-in (lib/next.js), then taken out
+// of the address bar at once (an invitation's token is in it).
+function keepNextFromUrl() {
   const url = new URL(window.location.href);
   const next = url.searchParams.get("next");
   if (next === null) return;
-  let target = null;
-  try {
-    target = new URL(next, window.location.origin);
-  } catch {
-    target = null;
-  }
-  if (target && target.origin === window.location.origin && target.pathname.startsWith("/console/")) {
-    sessionStorage.setItem(NEXT_KEY, target.pathname + target.search);
-  }
+  keepNext(next);
   url.searchParams.delete("next");
   window.history.replaceState(null, "", url.pathname + url.search + url.hash);
 }
 
-if (document.getElementById("email-link-form")) keepNext();
+if (document.getElementById("email-link-form")) keepNextFromUrl();
+
+// The OAuth buttons sign up too: they carry the terms box's answer (accept_terms).
+function wireOAuth(box) {
+  const field = document.getElementById("oauth-accept-terms");
+  if (!field) return;
+  const copy = () => {
+    field.value = box.checked ? "true" : "false";
+  };
+  box.addEventListener("change", copy);
+  copy();
+}
 
 export function wireSignIn(form) {
+  wireOAuth(form.elements.accept_terms);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const email = form.elements.email.value.trim();

@@ -5,6 +5,7 @@ without a session cookie redirects to /sign-in before anything renders."""
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from dynoyard.console.auth import SESSION_COOKIE
+from dynoyard.console.oauth_routes import providers
 from dynoyard.console.team import ACCEPT_PATH
+from dynoyard.domain.ports import SecretUnavailable
 from dynoyard.web import i18n
 from dynoyard.web.assets import asset_url
 
@@ -33,6 +36,8 @@ CONSOLE_PAGES = {
 # The paths the console function answers besides /api (ConsoleBeside, template.yaml).
 PAGE_PATHS = ("/", "/pricing", "/privacy", "/terms", "/sign-in")
 PAGE_PREFIXES = ("/console/", "/assets/")
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
@@ -93,7 +98,26 @@ def strings_for(request: Request, *areas: str) -> dict[str, str]:
 
 @router.get("/sign-in")
 async def sign_in(request: Request) -> Response:
-    return render(request, "sign_in.html", strings=strings_for(request, "sign_in"))
+    """The sign-in page: the email-link form, the OAuth providers configured here, and, when
+    a sign-in route sent the browser back (`?error=<code>`, console/errors.py), why."""
+    language, _ = language_of_request(request)
+    code = request.query_params.get("error")
+    error_key = None
+    if code is not None:
+        known = f"errors.{code}"
+        error_key = known if known in i18n.catalog(language) else "common.error_generic"
+    try:
+        offered = sorted(providers(request))
+    except SecretUnavailable:  # the email link still works; the providers are left out
+        log.warning("sign-in page: the OAuth providers' secret could not be read")
+        offered = []
+    return render(
+        request,
+        "sign_in.html",
+        strings=strings_for(request, "sign_in"),
+        error_key=error_key,
+        oauth_providers=offered,
+    )
 
 
 @router.get("/console")
