@@ -39,7 +39,12 @@ function day(iso) {
 function hour(iso) {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso || "");
-  const clock = new Intl.DateTimeFormat(lang(), { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC" });
+  const clock = new Intl.DateTimeFormat(lang(), {
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+    timeZone: "UTC",
+  });
   const end = new Date(date.getTime() + 3_600_000);
   const text = t("keys.last_used_hour", {
     day: new Intl.DateTimeFormat(lang(), { dateStyle: "medium", timeZone: "UTC" }).format(date),
@@ -74,12 +79,20 @@ function limitsOf(limits) {
   if (limits?.daily_usd) lines.push(t("keys.limit_daily", { amount: dollars(limits.daily_usd) }));
   if (limits?.monthly_usd) lines.push(t("keys.limit_monthly", { amount: dollars(limits.monthly_usd) }));
   if (!lines.length) return el("span", { class: "muted" }, t("keys.no_limits"));
-  return el("ul", { class: "plain" }, lines.map((line) => el("li", {}, line)));
+  return el(
+    "ul",
+    { class: "plain" },
+    lines.map((line) => el("li", {}, line)),
+  );
 }
 
 function modelsOf(models) {
   if (!models || !models.length) return el("span", { class: "muted" }, t("keys.all_models"));
-  return el("ul", { class: "plain" }, models.map((m) => el("li", {}, el("code", {}, m))));
+  return el(
+    "ul",
+    { class: "plain" },
+    models.map((m) => el("li", {}, el("code", {}, m))),
+  );
 }
 
 function keysTable(keys, canManage, onAction) {
@@ -103,8 +116,12 @@ function keysTable(keys, canManage, onAction) {
       name: el("span", { class: "key-name" }, keyName(key)),
       key: el("code", {}, key.hint),
       created: day(key.created_at),
-      last_used: key.last_used_at ? hour(key.last_used_at) : el("span", { class: "muted" }, t("keys.never_used")),
-      expires: key.expires_at ? day(epochIso(key.expires_at)) : el("span", { class: "muted" }, t("keys.never_expires")),
+      last_used: key.last_used_at
+        ? hour(key.last_used_at)
+        : el("span", { class: "muted" }, t("keys.never_used")),
+      expires: key.expires_at
+        ? day(epochIso(key.expires_at))
+        : el("span", { class: "muted" }, t("keys.never_expires")),
       models: modelsOf(key.models),
       limits: limitsOf(key.limits),
       status: el("span", { class: `badge badge-${state}` }, t(`keys.status_${state}`)),
@@ -114,14 +131,26 @@ function keysTable(keys, canManage, onAction) {
         live
           ? el(
               "button",
-              { type: "button", class: "secondary", "aria-label": t("keys.rotate_named", { name: keyName(key) }), "data-action": "rotate", onclick: (e) => onAction("rotate", key, e.currentTarget) },
+              {
+                type: "button",
+                class: "secondary",
+                "aria-label": t("keys.rotate_named", { name: keyName(key) }),
+                "data-action": "rotate",
+                onclick: (e) => onAction("rotate", key, e.currentTarget),
+              },
               t("keys.rotate"),
             )
           : null,
         revocable
           ? el(
               "button",
-              { type: "button", class: "danger", "aria-label": t("keys.revoke_named", { name: keyName(key) }), "data-action": "revoke", onclick: (e) => onAction("revoke", key, e.currentTarget) },
+              {
+                type: "button",
+                class: "danger",
+                "aria-label": t("keys.revoke_named", { name: keyName(key) }),
+                "data-action": "revoke",
+                onclick: (e) => onAction("revoke", key, e.currentTarget),
+              },
               t("keys.revoke"),
             )
           : null,
@@ -141,7 +170,15 @@ function keysTable(keys, canManage, onAction) {
     "table",
     { class: "keys-table" },
     el("caption", {}, t("keys.list_caption")),
-    el("thead", {}, el("tr", {}, headers.map(([name, label]) => el("th", { scope: "col", class: `col-${name}` }, t(label))))),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        headers.map(([name, label]) => el("th", { scope: "col", class: `col-${name}` }, t(label))),
+      ),
+    ),
     el("tbody", {}, rows),
   );
 }
@@ -277,7 +314,8 @@ function fieldOf(error) {
   if (param.startsWith("models")) return "models";
   if (param === "expires_in_days") return "expires";
   if (param.startsWith("limits")) {
-    const which = param.split(".")[1] || (/\b(rpm|tpm|daily_usd|monthly_usd)\b/.exec(error.detail || "") || [])[1];
+    const which =
+      param.split(".")[1] || (/\b(rpm|tpm|daily_usd|monthly_usd)\b/.exec(error.detail || "") || [])[1];
     return which && FIELDS[which] ? which : "limits";
   }
   return null;
@@ -303,7 +341,11 @@ async function createKey(orgId, csrf, body) {
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const code = data?.error?.code || `http_${response.status}`;
-    const error = new ApiError(response.status, code, has(`errors.${code}`) ? t(`errors.${code}`) : t("common.error_generic"));
+    const error = new ApiError(
+      response.status,
+      code,
+      has(`errors.${code}`) ? t(`errors.${code}`) : t("common.error_generic"),
+    );
     error.param = data?.error?.param || null;
     error.detail = data?.error?.message || "";
     throw error;
@@ -356,11 +398,18 @@ function confirmDialog(orgId, reload) {
         $("keys-list-title").focus();
       } else {
         const seconds = Number(grace.value);
-        const rotated = await api("POST", `/api/orgs/${orgId}/keys/${encodeURIComponent(key.key_id)}/rotate`, { grace_seconds: seconds });
+        const rotated = await api(
+          "POST",
+          `/api/orgs/${orgId}/keys/${encodeURIComponent(key.key_id)}/rotate`,
+          { grace_seconds: seconds },
+        );
         current.done = true;
         dialog.close();
         const ends = rotated.rotated_from_revoked_at;
-        const note = seconds > 0 && ends ? t("keys.old_key_until", { time: formatTime(epochIso(ends)) }) : t("keys.old_key_stopped");
+        const note =
+          seconds > 0 && ends
+            ? t("keys.old_key_until", { time: formatTime(epochIso(ends)) })
+            : t("keys.old_key_stopped");
         await reload();
         status(t("keys.rotated_done", { name: keyName(key) }), "ok");
         showNewKey(rotated.api_key, note);
@@ -407,7 +456,12 @@ export async function render(ctx) {
     list.replaceChildren(
       el(
         "div",
-        { class: "table-wrap keys-wrap", tabindex: "0", role: "region", "aria-labelledby": "keys-list-title" },
+        {
+          class: "table-wrap keys-wrap",
+          tabindex: "0",
+          role: "region",
+          "aria-labelledby": "keys-list-title",
+        },
         keysTable(answer.keys, canManage, (kind, key, opener) => openDialog(kind, key, opener)),
       ),
     );

@@ -47,7 +47,9 @@ function readFilters() {
   const query = new URLSearchParams(window.location.search);
   const chosen = defaults();
   if (validDay(query.get("until"))) chosen.until = query.get("until");
-  chosen.since = validDay(query.get("since")) ? query.get("since") : addDays(chosen.until, -(DEFAULT_DAYS - 1));
+  chosen.since = validDay(query.get("since"))
+    ? query.get("since")
+    : addDays(chosen.until, -(DEFAULT_DAYS - 1));
   chosen.key_id = (query.get("key_id") || "").trim();
   chosen.model = (query.get("model") || "").trim();
   return chosen;
@@ -78,7 +80,9 @@ const formatCount = (value) => numbers().format(value);
 
 function formatDay(day, style = "medium") {
   const options = style === "short" ? { month: "short", day: "numeric" } : { dateStyle: "medium" };
-  return new Intl.DateTimeFormat(lang(), { ...options, timeZone: "UTC" }).format(new Date(dayStart(day) * 1000));
+  return new Intl.DateTimeFormat(lang(), { ...options, timeZone: "UTC" }).format(
+    new Date(dayStart(day) * 1000),
+  );
 }
 
 // The exact sum of decimal strings ("0.000150" + "1.2" = "1.200150"), at least 6 decimals
@@ -108,7 +112,16 @@ function formatAxisUsd(value) {
 // -- the data: one line per UTC day and model -------------------------------------------------
 
 function lineOf(date, model) {
-  return { date, model, requests: 0, prompt_tokens: 0, completion_tokens: 0, costs: [], errors: 0, cache_hits: 0 };
+  return {
+    date,
+    model,
+    requests: 0,
+    prompt_tokens: 0,
+    completion_tokens: 0,
+    costs: [],
+    errors: 0,
+    cache_hits: 0,
+  };
 }
 
 // The daily totals of the API (every key), the model filtered here.
@@ -181,7 +194,9 @@ function shape(lines, filters) {
     tokensIn[i] += line.prompt_tokens;
     tokensOut[i] += line.completion_tokens;
   }
-  const list = [...models.values()].sort((a, b) => b.totalRequests - a.totalRequests || (a.model < b.model ? -1 : 1));
+  const list = [...models.values()].sort(
+    (a, b) => b.totalRequests - a.totalRequests || (a.model < b.model ? -1 : 1),
+  );
   for (const model of list) {
     model.cost = decimalSum(model.allCosts);
     model.dayCosts = model.costs.map((costs) => (costs.length ? decimalSum(costs) : "0.000000"));
@@ -233,7 +248,11 @@ function mount(id, options, data) {
   resizer.observe(node);
 }
 
-const axisStyle = { stroke: "#565d69", grid: { stroke: "#e6e9ee", width: 1 }, ticks: { stroke: "#d5d9e0", width: 1 } };
+const axisStyle = {
+  stroke: "#565d69",
+  grid: { stroke: "#e6e9ee", width: 1 },
+  ticks: { stroke: "#d5d9e0", width: 1 },
+};
 
 const colorOf = (series, i) => series[i]?.color || COLORS[i % COLORS.length];
 
@@ -249,7 +268,10 @@ function dayChart(id, data, series, formatValue) {
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       series: [
-        { label: t("usage.col_date"), value: (u, v) => (v == null ? "" : formatDay(isoDay(new Date(v * 1000)))) },
+        {
+          label: t("usage.col_date"),
+          value: (u, v) => (v == null ? "" : formatDay(isoDay(new Date(v * 1000)))),
+        },
         ...series.map((s, i) => ({
           label: s.label,
           stroke: colorOf(series, i),
@@ -259,7 +281,12 @@ function dayChart(id, data, series, formatValue) {
         })),
       ],
       axes: [
-        { ...axisStyle, space: 72, values: (u, splits) => splits.map(shortDay), incrs: [DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY, 91 * DAY, 365 * DAY] },
+        {
+          ...axisStyle,
+          space: 72,
+          values: (u, splits) => splits.map(shortDay),
+          incrs: [DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY, 91 * DAY, 365 * DAY],
+        },
         { ...axisStyle, size: 64, values: (u, splits) => splits.map(formatValue) },
       ],
       cursor: { drag: { x: false, y: false } },
@@ -285,7 +312,7 @@ function modelChart(id, models, values, formatValue) {
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       series: [
-        { label: t("usage.col_model"), value: (u, v) => (v == null ? "" : names[v] ?? "") },
+        { label: t("usage.col_model"), value: (u, v) => (v == null ? "" : (names[v] ?? "")) },
         {
           label: t(id === "chart-model_cost" ? "usage.col_cost" : "usage.col_requests"),
           stroke: COLORS[0],
@@ -297,7 +324,12 @@ function modelChart(id, models, values, formatValue) {
         },
       ],
       axes: [
-        { ...axisStyle, splits: () => names.map((_, i) => i), values: (u, splits) => splits.map((i) => short(u, names[i] ?? "")), grid: { show: false } },
+        {
+          ...axisStyle,
+          splits: () => names.map((_, i) => i),
+          values: (u, splits) => splits.map((i) => short(u, names[i] ?? "")),
+          grid: { show: false },
+        },
         { ...axisStyle, size: 64, values: (u, splits) => splits.map(formatValue) },
       ],
       cursor: { drag: { x: false, y: false } },
@@ -313,7 +345,15 @@ function dataTable(id, headers, rows, numeric) {
     "table",
     {},
     el("caption", {}, t(`usage.chart_${id.slice("chart-".length)}`)),
-    el("thead", {}, el("tr", {}, headers.map((h, i) => el("th", { scope: "col", class: numeric(i) ? "num" : null }, h)))),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        headers.map((h, i) => el("th", { scope: "col", class: numeric(i) ? "num" : null }, h)),
+      ),
+    ),
     el(
       "tbody",
       {},
@@ -321,7 +361,9 @@ function dataTable(id, headers, rows, numeric) {
         el(
           "tr",
           {},
-          row.map((cell, i) => (i === 0 ? el("th", { scope: "row" }, cell) : el("td", { class: numeric(i) ? "num" : null }, cell))),
+          row.map((cell, i) =>
+            i === 0 ? el("th", { scope: "row" }, cell) : el("td", { class: numeric(i) ? "num" : null }, cell),
+          ),
         ),
       ),
     ),
@@ -358,13 +400,21 @@ function drawCharts(data) {
   summary(
     "chart-requests",
     data.requests
-      ? t("usage.summary_requests", { total: formatCount(data.requests), peak_day: formatDay(days[requestPeak]), peak: formatCount(data.dayRequests[requestPeak]) })
+      ? t("usage.summary_requests", {
+          total: formatCount(data.requests),
+          peak_day: formatDay(days[requestPeak]),
+          peak: formatCount(data.dayRequests[requestPeak]),
+        })
       : t("usage.summary_nothing"),
   );
   dataTable(
     "chart-requests",
     [t("usage.col_date"), ...models.map((m) => m.model), ...(withTotal ? [t("usage.series_total")] : [])],
-    active.map((i) => [formatDay(days[i]), ...models.map((m) => formatCount(m.requests[i])), ...(withTotal ? [formatCount(data.dayRequests[i])] : [])]),
+    active.map((i) => [
+      formatDay(days[i]),
+      ...models.map((m) => formatCount(m.requests[i])),
+      ...(withTotal ? [formatCount(data.dayRequests[i])] : []),
+    ]),
     (i) => i > 0,
   );
 
@@ -409,47 +459,100 @@ function drawCharts(data) {
   summary(
     "chart-cost",
     data.requests
-      ? t("usage.summary_cost", { total: data.cost, peak_day: formatDay(days[costPeak]), peak: data.dayCosts[costPeak] })
+      ? t("usage.summary_cost", {
+          total: data.cost,
+          peak_day: formatDay(days[costPeak]),
+          peak: data.dayCosts[costPeak],
+        })
       : t("usage.summary_nothing"),
   );
   dataTable(
     "chart-cost",
     [t("usage.col_date"), ...models.map((m) => m.model), ...(withTotal ? [t("usage.series_total")] : [])],
-    active.map((i) => [formatDay(days[i]), ...models.map((m) => formatUsd(m.dayCosts[i])), ...(withTotal ? [formatUsd(data.dayCosts[i])] : [])]),
+    active.map((i) => [
+      formatDay(days[i]),
+      ...models.map((m) => formatUsd(m.dayCosts[i])),
+      ...(withTotal ? [formatUsd(data.dayCosts[i])] : []),
+    ]),
     (i) => i > 0,
   );
 
   // Per model: requests and cost.
   const top = models[0];
-  modelChart("chart-model_requests", models, models.map((m) => m.totalRequests), formatCount);
+  modelChart(
+    "chart-model_requests",
+    models,
+    models.map((m) => m.totalRequests),
+    formatCount,
+  );
   summary(
     "chart-model_requests",
     top
-      ? t("usage.summary_models_requests", { count: formatCount(models.length), top: top.model, top_requests: formatCount(top.totalRequests), total: formatCount(data.requests) })
+      ? t("usage.summary_models_requests", {
+          count: formatCount(models.length),
+          top: top.model,
+          top_requests: formatCount(top.totalRequests),
+          total: formatCount(data.requests),
+        })
       : t("usage.summary_nothing"),
   );
   dataTable(
     "chart-model_requests",
     [t("usage.col_model"), t("usage.col_requests"), t("usage.col_errors"), t("usage.col_cached")],
-    models.map((m) => [m.model, formatCount(m.totalRequests), formatCount(m.errors), formatCount(m.cacheHits)]),
+    models.map((m) => [
+      m.model,
+      formatCount(m.totalRequests),
+      formatCount(m.errors),
+      formatCount(m.cacheHits),
+    ]),
     (i) => i > 0,
   );
 
   const byCost = [...models].sort((a, b) => Number(b.cost) - Number(a.cost));
-  modelChart("chart-model_cost", models, models.map((m) => Number(m.cost)), formatAxisUsd);
+  modelChart(
+    "chart-model_cost",
+    models,
+    models.map((m) => Number(m.cost)),
+    formatAxisUsd,
+  );
   summary(
     "chart-model_cost",
     byCost[0]
-      ? t("usage.summary_models_cost", { count: formatCount(models.length), top: byCost[0].model, top_cost: byCost[0].cost, total: data.cost })
+      ? t("usage.summary_models_cost", {
+          count: formatCount(models.length),
+          top: byCost[0].model,
+          top_cost: byCost[0].cost,
+          total: data.cost,
+        })
       : t("usage.summary_nothing"),
   );
   dataTable(
     "chart-model_cost",
-    [t("usage.col_model"), t("usage.col_requests"), t("usage.col_tokens_in"), t("usage.col_tokens_out"), t("usage.col_cost")],
     [
-      ...models.map((m) => [m.model, formatCount(m.totalRequests), formatCount(m.promptTokens), formatCount(m.completionTokens), formatUsd(m.cost)]),
+      t("usage.col_model"),
+      t("usage.col_requests"),
+      t("usage.col_tokens_in"),
+      t("usage.col_tokens_out"),
+      t("usage.col_cost"),
+    ],
+    [
+      ...models.map((m) => [
+        m.model,
+        formatCount(m.totalRequests),
+        formatCount(m.promptTokens),
+        formatCount(m.completionTokens),
+        formatUsd(m.cost),
+      ]),
       ...(withTotal
-        ? [[t("usage.total_row"), formatCount(data.requests), formatCount(data.promptTokens), formatCount(data.completionTokens), formatUsd(data.cost)]]
+        ? [
+            [
+              t("usage.total_row"),
+              formatCount(data.requests),
+              formatCount(data.promptTokens),
+              formatCount(data.completionTokens),
+              formatUsd(data.cost),
+            ],
+          ]
         : []),
     ],
     (i) => i > 0,
@@ -458,7 +561,10 @@ function drawCharts(data) {
 
 function drawTotals(data) {
   $("total-requests").textContent = formatCount(data.requests);
-  $("total-notes").textContent = t("usage.total_errors", { count: formatCount(data.errors), cached: formatCount(data.cacheHits) });
+  $("total-notes").textContent = t("usage.total_errors", {
+    count: formatCount(data.errors),
+    cached: formatCount(data.cacheHits),
+  });
   $("total-tokens-in").textContent = formatCount(data.promptTokens);
   $("total-tokens-out").textContent = formatCount(data.completionTokens);
   $("total-cost").textContent = formatUsd(data.cost);
@@ -468,8 +574,21 @@ function drawTotals(data) {
 
 function keyLabel(keys, keyId) {
   const key = keys.get(keyId);
-  if (!key) return el("span", {}, el("span", { class: "muted" }, t("usage.deleted_key")), el("br"), el("code", {}, keyId));
-  return el("span", {}, key.name || t("usage.unnamed_key"), el("br"), el("code", { class: "muted" }, key.hint));
+  if (!key)
+    return el(
+      "span",
+      {},
+      el("span", { class: "muted" }, t("usage.deleted_key")),
+      el("br"),
+      el("code", {}, keyId),
+    );
+  return el(
+    "span",
+    {},
+    key.name || t("usage.unnamed_key"),
+    el("br"),
+    el("code", { class: "muted" }, key.hint),
+  );
 }
 
 // labels: the table's column headers (each cell carries its own, for the narrow layout).
@@ -496,7 +615,8 @@ function recordRow(record, keys, labels) {
 // The records list: a page of the API at a time, with its cursor. A filtered page may come
 // back empty with a cursor (the API reads `limit` records, then filters): reading goes on
 // past empty pages, so "Load more" always shows more or ends the list.
-function recordsList(orgId, filters, keys) {
+// `current()`: whether this list is still the page's (a newer load replaces it).
+function recordsList(orgId, filters, keys, current) {
   const body = $("records-table").querySelector("tbody");
   const more = $("records-more");
   const labels = [...$("records-table").querySelectorAll("thead th")].map((th) => th.textContent);
@@ -514,10 +634,13 @@ function recordsList(orgId, filters, keys) {
       cursor = answer.next;
       rounds += 1;
     } while (cursor && !found.length && rounds < 20);
+    if (!current()) return 0;
     body.append(...found.map((record) => recordRow(record, keys, labels)));
     shown += found.length;
     more.hidden = !cursor;
-    $("records-count").textContent = t(cursor ? "usage.records_shown" : "usage.records_all_shown", { shown: formatCount(shown) });
+    $("records-count").textContent = t(cursor ? "usage.records_shown" : "usage.records_all_shown", {
+      shown: formatCount(shown),
+    });
     return found.length;
   }
 
@@ -532,7 +655,10 @@ function fillKeys(select, keys, chosen) {
     el(
       "option",
       { value: key.key_id, selected: key.key_id === chosen },
-      t(key.revoked ? "usage.key_option_revoked" : "usage.key_option", { name: key.name || t("usage.unnamed_key"), hint: key.hint }),
+      t(key.revoked ? "usage.key_option_revoked" : "usage.key_option", {
+        name: key.name || t("usage.unnamed_key"),
+        hint: key.hint,
+      }),
     ),
   );
   select.replaceChildren(el("option", { value: "" }, t("usage.filter_key_all")), ...options);
@@ -590,14 +716,19 @@ export async function render(ctx) {
     status(t("usage.loading"));
     ctx.root.setAttribute("aria-busy", "true");
     try {
-      const byKey = filters.key_id ? await keyLines(orgId, filters) : { lines: await dailyLines(orgId, filters), capped: false };
+      const byKey = filters.key_id
+        ? await keyLines(orgId, filters)
+        : { lines: await dailyLines(orgId, filters), capped: false };
       if (mine !== generation) return;
       const data = shape(byKey.lines, filters);
       const models = new Set(data.models.map((m) => m.model));
-      if (!filters.model) $("filter-models").replaceChildren(...[...models].sort().map((m) => el("option", { value: m })));
+      if (!filters.model)
+        $("filter-models").replaceChildren(...[...models].sort().map((m) => el("option", { value: m })));
       // Nothing at all (the default view): the first-steps hint; else nothing matches.
       const usual = defaults();
-      const filtered = Boolean(filters.key_id || filters.model || filters.since !== usual.since || filters.until !== usual.until);
+      const filtered = Boolean(
+        filters.key_id || filters.model || filters.since !== usual.since || filters.until !== usual.until,
+      );
       const nothing = data.requests === 0;
       $("usage-empty").hidden = !(nothing && !filtered);
       $("usage-no-match").hidden = !(nothing && filtered);
@@ -606,13 +737,17 @@ export async function render(ctx) {
         drawTotals(data);
         const capped = $("charts-capped");
         capped.hidden = !byKey.capped;
-        capped.textContent = byKey.capped ? t("usage.charts_capped", { count: formatCount(CHART_RECORDS_CAP) }) : "";
+        capped.textContent = byKey.capped
+          ? t("usage.charts_capped", { count: formatCount(CHART_RECORDS_CAP) })
+          : "";
         drawCharts(data);
-        list = recordsList(orgId, filters, keys);
+        list = recordsList(orgId, filters, keys, () => mine === generation);
         await list.next();
+      } else {
+        list = null;
       }
       if (mine !== generation) return;
-      status(t("usage.loaded", { since: formatDay(filters.since), until: formatDay(filters.until) }), "ok");
+      status(t("usage.loaded", { since: formatDay(filters.since), until: formatDay(filters.until) }));
     } catch (error) {
       if (mine === generation) status(error.message || t("common.error_generic"), "error");
     } finally {
