@@ -26,8 +26,10 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "Chromium is needed at $(CHROMIUM) for the browser tests"; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 
-# Every page at desktop and phone widths, in both languages, into screenshots/.
+# Every page at desktop and phone widths, in both languages, into screenshots/ (with a
+# Chinese font, or the zh-CN pages are drawn as boxes).
 screenshots: $(STAMP) $(NPM_STAMP) $(WEB_BUILT) $(CHROMIUM)
+	@fc-list :lang=zh | grep -q . || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null; }
 	$(PY) -m tests.browser.screenshots screenshots
 
 $(STAMP): pyproject.toml

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def run_dev(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]
         seen += line
         assert time.monotonic() < deadline, seen
     assert wait_healthy(f"http://127.0.0.1:{env['PORT']}", process), seen
+    # Keep reading what it prints: a full pipe would block the server mid-request (its
+    # logs run past the pipe's 64 KB in a long browser test run).
+    threading.Thread(target=process.stdout.read, daemon=True, name="make-dev-output").start()
     return process, seen
 
 

@@ -365,6 +365,15 @@ def test_lang_query_is_remembered_by_a_cookie(make_client: Callable[..., TestCli
     assert "set-cookie" not in ignored.headers and Page(ignored.text).lang == "en"
 
 
+def test_the_language_switch_keeps_the_pages_query_but_never_a_token(
+    client: TestClient, session: str
+) -> None:
+    query = "key_id=k_1&since=2026-11-01&lang=en&token=secret-invite"
+    html = get(client, f"/console/usage?{query}", session).text
+    switch = re.findall(r'<a href="([^"]+)" lang="zh-CN"', html)
+    assert switch == ["/console/usage?key_id=k_1&amp;since=2026-11-01&amp;lang=zh-CN"]
+
+
 def test_the_language_cookie_is_secure_on_https(make_client: Callable[..., TestClient]) -> None:
     answer = get(make_client(public_url=HTTPS), "/sign-in?lang=zh-CN")
     assert "Secure" in answer.headers["set-cookie"]

@@ -3,9 +3,9 @@
 // scope, revoke and rotate behind a confirmation dialog. A new key (created or rotated) is
 // shown once, in a panel with a Copy button; dismissing it removes it from the page, and
 // nothing keeps it (no storage, no variable outlives the panel).
-import { ApiError, api } from "../lib/api.js";
+import { api } from "../lib/api.js";
 import { el, formatTime, status } from "../lib/dom.js";
-import { has, t } from "../lib/i18n.js";
+import { t } from "../lib/i18n.js";
 
 const MANAGERS = new Set(["owner", "admin"]); // the roles with manage_keys
 const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$/;
@@ -321,38 +321,6 @@ function fieldOf(error) {
   return null;
 }
 
-// POST /keys: as lib/api.js does it, keeping the error's `param` to mark the field.
-async function createKey(orgId, csrf, body) {
-  let response;
-  try {
-    response = await fetch(`/api/orgs/${orgId}/keys`, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { accept: "application/json", "content-type": "application/json", "x-csrf-token": csrf },
-      body: JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, "network", t("common.error_network"));
-  }
-  if (response.status === 401) {
-    window.location.assign("/sign-in");
-    throw new ApiError(401, "signed_out", t("common.error_signed_out"));
-  }
-  const data = await response.json().catch(() => null);
-  if (!response.ok) {
-    const code = data?.error?.code || `http_${response.status}`;
-    const error = new ApiError(
-      response.status,
-      code,
-      has(`errors.${code}`) ? t(`errors.${code}`) : t("common.error_generic"),
-    );
-    error.param = data?.error?.param || null;
-    error.detail = data?.error?.message || "";
-    throw error;
-  }
-  return data;
-}
-
 // -- the confirmation dialog ------------------------------------------------------------------
 
 function confirmDialog(orgId, reload) {
@@ -486,7 +454,7 @@ export async function render(ctx) {
       submit.disabled = true;
       status(t("keys.creating"));
       try {
-        const created = await createKey(orgId, ctx.me.csrf_token, body);
+        const created = await api("POST", `/api/orgs/${orgId}/keys`, body);
         form.reset();
         await reload();
         status(t("keys.created", { name: created.name || t("keys.unnamed") }), "ok");

@@ -169,9 +169,11 @@ function shape(lines, filters) {
   for (const line of lines) {
     const i = index.get(line.date);
     if (i === undefined) continue;
-    if (!models.has(line.model)) {
-      models.set(line.model, {
-        model: line.model,
+    // A request refused before its model was known (a 400) has none: named in words.
+    const name = line.model || t("usage.no_model");
+    if (!models.has(name)) {
+      models.set(name, {
+        model: name,
         requests: days.map(() => 0),
         costs: days.map(() => []),
         totalRequests: 0,
@@ -182,7 +184,7 @@ function shape(lines, filters) {
         allCosts: [],
       });
     }
-    const model = models.get(line.model);
+    const model = models.get(name);
     model.requests[i] += line.requests;
     model.costs[i].push(...line.costs);
     model.totalRequests += line.requests;

@@ -5,11 +5,15 @@ import { has, t } from "./i18n.js";
 
 let csrf = "";
 
+// `param` is the field the API names (a form marks it); `detail` the API's own English
+// message, for logic only (never shown: `message` is the person's language).
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, param = null, detail = "") {
     super(message);
     this.status = status;
     this.code = code;
+    this.param = param;
+    this.detail = detail;
   }
 }
 
@@ -46,7 +50,8 @@ export async function api(method, path, body) {
   if (!response.ok) {
     const code = data?.error?.code || `http_${response.status}`;
     const key = `errors.${code}`;
-    throw new ApiError(response.status, code, has(key) ? t(key) : t("common.error_generic"));
+    const message = has(key) ? t(key) : t("common.error_generic");
+    throw new ApiError(response.status, code, message, data?.error?.param || null, data?.error?.message || "");
   }
   return data;
 }

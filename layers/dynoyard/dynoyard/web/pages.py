@@ -62,6 +62,13 @@ def language_of_request(request: Request) -> tuple[str, str | None]:
     return language, (language if forced in i18n.LANGUAGES else None)
 
 
+def language_switch_url(request: Request, language: str) -> str:
+    """This page in another language: its query kept (a console page's filters), `lang`
+    replaced; never an invitation's token (the page takes it out of the address bar)."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("lang", "token")]
+    return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
+
+
 def render(request: Request, template: str, **context: Any) -> HTMLResponse:
     language, remember = language_of_request(request)
     settings = request.app.state.console.settings
@@ -73,6 +80,7 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
             lang=language,
             languages=i18n.LANGUAGES,
             path=request.url.path,
+            switch_url=lambda code: language_switch_url(request, code),
             asset=asset_url,
             public_url=settings.public_url.rstrip("/"),
             **context,
