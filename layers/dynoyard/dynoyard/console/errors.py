@@ -86,13 +86,13 @@ BROWSER_SIGN_IN_PATHS = re.compile(r"^/api/auth/(email-link/callback|[a-z]+/(sta
 
 
 def for_browser_sign_in(request: Request, error: ConsoleError) -> Response:
-    if request.method == "GET" and BROWSER_SIGN_IN_PATHS.match(request.url.path):
-        if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse(
-                f"/sign-in?error={quote(error.code)}",
-                status_code=303,
-                headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
-            )
+    navigated = "text/html" in request.headers.get("accept", "")
+    if request.method == "GET" and navigated and BROWSER_SIGN_IN_PATHS.match(request.url.path):
+        return RedirectResponse(
+            f"/sign-in?error={quote(error.code)}",
+            status_code=303,
+            headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
+        )
     return error.response()
 
 
