@@ -58,7 +58,14 @@ def running_site(folder: Path) -> Iterator[Site]:
     """`make dev` in `folder` on a free port (with the PostHog stand-in), stopped after."""
     posthog = FakePostHog()
     port, ddb_port = free_port(), free_port()
-    env = dev_env(port, ddb_port) | {"POSTHOG_KEY": POSTHOG_KEY, "POSTHOG_HOST": posthog.url}
+    env = dev_env(port, ddb_port) | {
+        "POSTHOG_KEY": POSTHOG_KEY,
+        "POSTHOG_HOST": posthog.url,
+        # Every test browser comes from 127.0.0.1: the per-IP sign-in limits (20 links and
+        # 30 callbacks per 15 minutes) would refuse the suite's sign-ups after the 20th.
+        "DYNOYARD_LINKS_PER_IP": "100000",
+        "DYNOYARD_LINK_CALLBACKS_PER_IP": "100000",
+    }
     process, _ = run_dev(folder, env)
     try:
         yield Site(
@@ -88,8 +95,10 @@ def launched_browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module, not per session: Playwright's sync API keeps an event loop running in
+    this thread while it is open, and the suite's later asyncio.run() calls would fail."""
     with launched_browser() as launched:
         yield launched
 
