@@ -704,16 +704,18 @@ def test_given_the_webhook_when_alarmed_then_errors_5xx_dead_letters_and_failure
 
 
 def test_given_the_gateways_alert_marks_when_listed_then_iam_covers_their_items():
-    """A tripwire: the data plane's alert marks (mark_alert_due, rearm_alert) are a
-    TransactWriteItems (Update ORG#, Put ALERT#) and an UpdateItem of ORG#."""
-    text = (DYNAMO / "alerts_store.py").read_text()
-    marks = text[text.index("async def mark_alert_due") : text.index("async def claim_alert")]
+    """A tripwire: the data plane's alert marks (alert_marks.py: mark_alert_due, rearm_alert)
+    are a TransactWriteItems (Update ORG#, Put ALERT#) and an UpdateItem of ORG#."""
+    text = (DYNAMO / "alert_marks.py").read_text()
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', text)) == {"TransactWriteItems", "UpdateItem"}
+    marks = text[text.index("async def mark_alert_due") : text.index("async def rearm_alert")]
     assert set(re.findall(r'_db\.call\(\s*"(\w+)"', marks)) == {"TransactWriteItems"}
     assert 'f"ALERT#{kind}"' in text and "org_key(org_id)" in marks
     assert ("AccountsTable", "dynamodb:PutItem", ("ALERT#*",)) in DATA_PLANE_GRANTS
     assert "ORG" in _granted(DATA_PLANE_GRANTS, "dynamodb:UpdateItem")
-    set_state = text[text.index("async def _set_state") : text.index("async def due_alerts")]
-    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', set_state)) == {"UpdateItem"}
+    # The gateway's store is the hot path, the cache and these marks, nothing else.
+    gateway_store = (DYNAMO / "gateway_store.py").read_text()
+    assert "class GatewayStore(HotPath, CacheTable, AlertMarks):" in gateway_store
 
 
 def test_given_the_webhook_code_when_its_adapters_are_listed_then_only_the_ledgers_store():
@@ -747,7 +749,7 @@ CLEANUP_MODULES = [ROOT / "functions" / "cleanup" / "app.py", *(LAYER / "mainten
 # The adapters the cleanup imports (its DynamoDB reach) and the store methods its steps call:
 # a new one needs its grants in template.yaml and CLEANUP_GRANTS first.
 CLEANUP_DYNAMO_IMPORTS = {
-    "dynoyard.adapters.dynamo",
+    "dynoyard.adapters.dynamo.store",
     "dynoyard.adapters.dynamo.client",
     "dynoyard.adapters.dynamo.console_store",
     "dynoyard.adapters.dynamo.job_store",
@@ -833,16 +835,21 @@ def test_given_the_rollup_when_its_calls_are_listed_then_the_cleanup_may_make_th
 
 
 def test_given_the_alerts_sender_when_its_calls_are_listed_then_the_cleanup_may_make_them():
-    """The alerts step's store methods (alerts_store.py) and their items, granted above."""
+    """The alerts step's store methods (alerts_store.py; their state moves through
+    alert_marks.py's UpdateItem) and their items, granted above."""
     text = (DYNAMO / "alerts_store.py").read_text()
-    sender = text[text.index("async def _update_state") : text.index("async def auto_recharge")]
+    sender = text[text.index("async def claim_alert") : text.index("async def auto_recharge")]
     assert set(re.findall(r'_db\.call\(\s*"(\w+)"', sender)) == {
         "UpdateItem",
         "Query",
         "DeleteItem",
         "GetItem",
     }
-    assert 'f"ALERT#{kind}"' in text and "org_key(org_id)" in sender
+    assert "self._update_state(" in sender and "marker_key(" in sender
+    marks = (DYNAMO / "alert_marks.py").read_text()
+    update = marks[marks.index("async def _update_state") :]
+    assert set(re.findall(r'_db\.call\(\s*"(\w+)"', update)) == {"UpdateItem"}
+    assert 'f"ALERT#{kind}"' in marks and "org_key(org_id)" in sender
     for action, prefix in [
         ("UpdateItem", "ORG"),
         ("Query", "ALERT"),
