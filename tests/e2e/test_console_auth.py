@@ -150,6 +150,26 @@ def test_sign_up_by_link_makes_a_verified_user_owning_an_org(console: Console) -
     assert len(me["csrf_token"]) == 64
 
 
+def test_a_sign_up_from_a_chinese_browser_is_kept_in_chinese(console: Console) -> None:
+    """The browser's language at the emailed link's callback becomes the user's (their
+    welcome emails follow it) and names their organization."""
+    email = f"zh-{uuid.uuid4().hex[:8]}@example.com"
+    chinese = {"accept-language": "zh-CN,zh;q=0.9"}
+    console.request(
+        "POST",
+        "/api/auth/email-link",
+        json={"email": email, "name": "李华", "accept_terms": True},
+        headers=chinese,
+    )
+    token = console.mailbox.token_for(email)
+    answer = console.request("GET", f"/api/auth/email-link/callback?token={token}", headers=chinese)
+    assert answer.status_code == 303, answer.text
+    session = SimpleCookie(answer.headers["set-cookie"])[COOKIE].value
+    me = console.me(session)
+    assert me["orgs"][0]["name"] == "李华的组织"
+    assert me["user"]["language"] == "zh-CN"
+
+
 def test_the_callback_sets_a_strict_cookie_and_redirects_to_the_console(console: Console) -> None:
     email = f"c-{uuid.uuid4().hex[:8]}@example.com"
     console.request("POST", "/api/auth/email-link", json={"email": email, "accept_terms": True})

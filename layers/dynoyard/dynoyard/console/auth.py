@@ -39,7 +39,7 @@ from dynoyard.domain.accounts import Org, UnknownOrg
 from dynoyard.domain.administration import Actor
 from dynoyard.domain.audit import AuditAction
 from dynoyard.domain.email import Email, EmailFailed
-from dynoyard.domain.messages import WELCOME_DAYS, language_of, sign_in_link
+from dynoyard.domain.messages import WELCOME_DAYS, default_org_name, language_of, sign_in_link
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,8 @@ async def email_link_callback(
                 param="token",
                 code="link_invalid",
             )
-        user = await sign_up(rt, link.email, name=link.name, verified=True)
+        language = language_of(request.headers.get("accept-language"))
+        user = await sign_up(rt, link.email, name=link.name, verified=True, language=language)
     elif not user.verified:  # e.g. made by a provider that had not verified the address
         user = await rt.store.update_user(user.user_id, verified=True) or user
     return await signed_in_redirect(request, user, "email_link")
@@ -331,7 +332,7 @@ async def sign_up(
         if found is None:
             raise
         return found
-    org_name = f"{name or email.split('@')[0]}'s organization"
+    org_name = default_org_name(name or email.split("@")[0], language)
     org_id = await rt.admin.create_org(org_name, email)
     await rt.store.add_member(org_id, user_id, "owner")
     await rt.store.schedule_welcome(user_id, WELCOME_DAYS, rt.store.now())

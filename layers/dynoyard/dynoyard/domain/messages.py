@@ -362,6 +362,11 @@ def recharge_failed(
 # -- rendering -----------------------------------------------------------------------
 
 
+def default_org_name(owner: str, language: str) -> str:
+    """The name of the organization a new user starts with, in their language."""
+    return f"{owner}的组织" if _zh(language) else f"{owner}'s organization"
+
+
 def _zh(language: str) -> bool:
     return language == "zh-CN"
 
