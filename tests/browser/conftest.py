@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.browser.fake_posthog import FakePostHog
 from tests.conftest import ROOT, free_port
@@ -103,21 +103,37 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
-    """new_page(locale="en-US", width=1280, height=900): a page in a fresh context."""
-    contexts = []
+@contextmanager
+def page_factory(
+    browser: Browser, init_script: str | None = None, **options: Any
+) -> Iterator[Callable[..., Page]]:
+    """make(locale="en-US", width=1280, height=900): a page in a fresh context (no cookies,
+    no storage), made with `options` besides (browser.new_context's) and running
+    `init_script` before each document's own; closed after."""
+    contexts: list[BrowserContext] = []
 
     def make(locale: str = "en-US", width: int = 1280, height: int = 900) -> Page:
-        context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
+        context = browser.new_context(
+            locale=locale, viewport={"width": width, "height": height}, **options
+        )
+        if init_script:
+            context.add_init_script(init_script)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
         return page
 
-    yield make
-    for context in contexts:
-        context.close()
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    with page_factory(browser) as make:
+        yield make
 
 
 def unique_email(label: str = "user") -> str:

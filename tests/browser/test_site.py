@@ -18,7 +18,7 @@ from dynoyard.adapters.catalog_file import load_catalog
 from dynoyard.web import i18n
 from dynoyard.web.assets import STATIC_DIR
 from dynoyard.web.site import CONSENT_STORAGE_KEY
-from tests.browser.conftest import Site, axe_violations, sign_up
+from tests.browser.conftest import Site, axe_violations, page_factory, sign_up
 from tests.conftest import ROOT
 
 PAGES = {
@@ -184,24 +184,11 @@ def visitor_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """new_page's fresh context, looking like a person's browser: PostHog drops the events
     of a browser that says it is headless or driven by automation (its user agent, its
     brands, navigator.webdriver) as a bot's, rightly in production."""
-    contexts = []
-
-    def make(locale: str = "en-US", width: int = 1280, height: int = 900) -> Page:
-        probe = browser.new_context()
-        agent = probe.new_page().evaluate("navigator.userAgent").replace("HeadlessChrome", "Chrome")
-        probe.close()
-        context = browser.new_context(
-            locale=locale, viewport={"width": width, "height": height}, user_agent=agent
-        )
-        context.add_init_script(HUMAN_NAVIGATOR)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
+    probe = browser.new_context()
+    agent = probe.new_page().evaluate("navigator.userAgent").replace("HeadlessChrome", "Chrome")
+    probe.close()
+    with page_factory(browser, init_script=HUMAN_NAVIGATOR, user_agent=agent) as make:
+        yield make
 
 
 HUMAN_NAVIGATOR = """

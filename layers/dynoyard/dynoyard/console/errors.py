@@ -96,6 +96,20 @@ def for_browser_sign_in(request: Request, error: ConsoleError) -> Response:
     return error.response()
 
 
+def unavailable(request: Request, what: str, retry_after: int) -> Response:
+    """503: something the console depends on failed for now (never a 500)."""
+    return for_browser_sign_in(
+        request,
+        ConsoleError(
+            503,
+            f"The service can not {what} right now. Please retry shortly.",
+            "service_unavailable",
+            type="api_error",
+            headers={"retry-after": str(retry_after)},
+        ),
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConsoleError)
     async def on_console_error(request: Request, error: ConsoleError) -> Response:
@@ -123,30 +137,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def on_store_unavailable(request: Request, error: StoreUnavailable) -> Response:
         log.warning("console: data store unavailable: %s", error)
-        return for_browser_sign_in(
-            request,
-            ConsoleError(
-                503,
-                "The service can not reach its data store right now. Please retry shortly.",
-                "service_unavailable",
-                type="api_error",
-                headers={"retry-after": "1"},
-            ),
-        )
+        return unavailable(request, "reach its data store", retry_after=1)
 
     @app.exception_handler(SecretUnavailable)
     async def on_secret_unavailable(request: Request, error: SecretUnavailable) -> Response:
         log.warning("console: a secret could not be read (%s) on %s", error, request.url.path)
-        return for_browser_sign_in(
-            request,
-            ConsoleError(
-                503,
-                "The service can not read its configuration right now. Please retry shortly.",
-                "service_unavailable",
-                type="api_error",
-                headers={"retry-after": "5"},
-            ),
-        )
+        return unavailable(request, "read its configuration", retry_after=5)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:
