@@ -23,8 +23,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.browser.fake_posthog import FakePostHog
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, ThreadedServer, free_port
 from tests.e2e.test_make_dev import dev_env, run_dev, stop
+from tests.fakes.oauth_provider import FakeOAuthProvider
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium as root in a closed network: no sandbox, no background connections.
@@ -48,6 +49,7 @@ class Site:
     posthog: FakePostHog
     folder: Path
     dynamodb: str = ""  # its DynamoDB Local's endpoint (for the CLI: dynoyard credits grant)
+    google: FakeOAuthProvider | None = None  # the Google stand-in sign-in with Google reaches
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -55,29 +57,38 @@ class Site:
 
 @contextmanager
 def running_site(folder: Path) -> Iterator[Site]:
-    """`make dev` in `folder` on a free port (with the PostHog stand-in), stopped after."""
+    """`make dev` in `folder` on a free port (with the PostHog stand-in and a Google OAuth
+    stand-in, tests/fakes/oauth_provider.py), stopped after."""
     posthog = FakePostHog()
+    google = FakeOAuthProvider("google")
     port, ddb_port = free_port(), free_port()
-    env = dev_env(port, ddb_port) | {
-        "POSTHOG_KEY": POSTHOG_KEY,
-        "POSTHOG_HOST": posthog.url,
-        # Every test browser comes from 127.0.0.1: the per-IP sign-in limits (20 links and
-        # 30 callbacks per 15 minutes) would refuse the suite's sign-ups after the 20th.
-        "DYNOYARD_LINKS_PER_IP": "100000",
-        "DYNOYARD_LINK_CALLBACKS_PER_IP": "100000",
-    }
-    process, _ = run_dev(folder, env)
-    try:
-        yield Site(
-            f"http://127.0.0.1:{port}",
-            folder / ".local" / "outbox",
-            posthog,
-            folder,
-            dynamodb=f"http://127.0.0.1:{ddb_port}",
-        )
-    finally:
-        stop(process)
-        posthog.stop()
+    with ThreadedServer(google.app) as google_server:
+        env = dev_env(port, ddb_port) | {
+            "POSTHOG_KEY": POSTHOG_KEY,
+            "POSTHOG_HOST": posthog.url,
+            "GOOGLE_CLIENT_ID": google.client_id,
+            "GOOGLE_CLIENT_SECRET": google.client_secret,
+            "GOOGLE_OAUTH_BASE": f"http://127.0.0.1:{google_server.port}",
+            # Every test browser comes from 127.0.0.1: the per-IP sign-in limits (20 links
+            # and 30 callbacks per 15 minutes) would refuse the suite's sign-ups after the
+            # 20th.
+            "DYNOYARD_LINKS_PER_IP": "100000",
+            "DYNOYARD_LINK_CALLBACKS_PER_IP": "100000",
+            "DYNOYARD_OAUTH_PER_IP": "100000",
+        }
+        process, _ = run_dev(folder, env)
+        try:
+            yield Site(
+                f"http://127.0.0.1:{port}",
+                folder / ".local" / "outbox",
+                posthog,
+                folder,
+                dynamodb=f"http://127.0.0.1:{ddb_port}",
+                google=google,
+            )
+        finally:
+            stop(process)
+            posthog.stop()
 
 
 @pytest.fixture(scope="session")

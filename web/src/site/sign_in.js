@@ -18,12 +18,15 @@ function keepNextFromUrl() {
 
 if (document.getElementById("email-link-form")) keepNextFromUrl();
 
-// The OAuth buttons sign up too: they carry the terms box's answer (accept_terms).
+// The OAuth links sign up too: they carry the terms box's answer (accept_terms).
 function wireOAuth(box) {
-  const field = document.getElementById("oauth-accept-terms");
-  if (!field) return;
+  const links = document.querySelectorAll("a.oauth-start");
   const copy = () => {
-    field.value = box.checked ? "true" : "false";
+    for (const link of links) {
+      const url = new URL(link.href);
+      url.searchParams.set("accept_terms", box.checked ? "true" : "false");
+      link.href = url.pathname + url.search;
+    }
   };
   box.addEventListener("change", copy);
   copy();
