@@ -315,7 +315,7 @@ def test_usage_loads_more_records_with_the_cursor(site: Site, new_page) -> None:
     cursors = [q.get("cursor", [None])[0] for q in asked if q.get("limit") == ["100"]]
     assert cursors[0] is None and all(cursors[1:]) and len(set(cursors)) == 3
     times = page.locator("#records-table tbody td:first-child").all_inner_texts()
-    assert times == sorted(times)  # oldest first, as the API gives them
+    assert times == sorted(times, reverse=True)  # newest first (order=newest)
     page.unroute(records_api)
 
     # A period without requests: nothing matches (not the first-steps hint).

@@ -44,21 +44,27 @@ def test_records_come_in_pages_filtered_by_key_and_model_within_the_range(
     records = seed(tables, owner.org_id)
     path = f"/api/orgs/{owner.org_id}/usage"
     since, until = DAY.isoformat(), (DAY + timedelta(days=4)).isoformat()
-    seen: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {
-            "since": since,
-            "until": until,
-            "limit": 3,
-            **({"cursor": cursor} if cursor else {}),
-        }
-        page = owner.call("GET", path, params=params).json()
-        seen += page["records"]
-        cursor = page["next"]
-        if cursor is None:
-            break
+
+    def every_page(**extra: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params = {"since": since, "until": until, "limit": 3, **extra}
+            page = owner.call(
+                "GET", path, params={**params, **({"cursor": cursor} if cursor else {})}
+            )
+            assert page.status_code == 200, page.text
+            seen += page.json()["records"]
+            cursor = page.json()["next"]
+            if cursor is None:
+                return seen
+
+    seen = every_page()
     assert [r["request_id"] for r in seen] == [r.request_id for r in records]
+    assert every_page(order="oldest") == seen
+    # The console's table: newest first, the same records, paged the other way.
+    newest = every_page(order="newest")
+    assert [r["request_id"] for r in newest] == [r.request_id for r in reversed(records)]
     assert seen[0]["cost_usd"] == "0.000000" and "client_ip" not in seen[0]
     by_key = owner.call(
         "GET", path, params={"since": since, "until": until, "key_id": "key_a", "limit": 500}
@@ -110,6 +116,8 @@ def test_usage_is_for_members_only_and_hostile_queries_are_400(
         ({"limit": 501}, "limit"),
         ({"limit": "all"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"order": "sideways"}, "order"),
+        ({"order": ""}, "order"),
     ):
         answer = owner.call("GET", path, params=params)
         assert answer.status_code == 400, (params, answer.text)

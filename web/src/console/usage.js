@@ -630,7 +630,7 @@ function recordsList(orgId, filters, keys, current) {
     let rounds = 0;
     do {
       const narrow = window.matchMedia("(max-width: 640px)").matches;
-      const query = apiQuery(filters, { limit: String(narrow ? 25 : RECORDS_PAGE), cursor });
+      const query = apiQuery(filters, { limit: String(narrow ? 25 : RECORDS_PAGE), cursor, order: "newest" });
       const answer = await api("GET", `/api/orgs/${orgId}/usage?${query}`);
       found.push(...answer.records);
       cursor = answer.next;

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import StreamingResponse
@@ -73,15 +73,17 @@ async def usage_records(
     model: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    order: Literal["oldest", "newest"] = "oldest",
 ) -> dict[str, Any]:
-    """Records of [since, until) (default: everything kept, 90 days), oldest first, as
-    exported; `next` continues the list (null on the last page)."""
+    """Records of [since, until) (default: everything kept, 90 days), oldest first as
+    exported, or `order=newest` (the console's table); `next` continues the list in the
+    same order (null on the last page)."""
     if not 1 <= limit <= MAX_PAGE:
         raise bad_request(f"'limit' is 1 to {MAX_PAGE}.", param="limit")
     start, end = _range(since, until)
     try:
         records, following = await runtime(request).admin.usage_page(
-            access.org_id, start, end, limit, cursor, key_id, model
+            access.org_id, start, end, limit, cursor, key_id, model, newest_first=order == "newest"
         )
     except ValueError:
         raise bad_request("'cursor' is not one this list gave.", param="cursor") from None

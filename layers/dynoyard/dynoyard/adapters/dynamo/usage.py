@@ -51,10 +51,12 @@ class UsageRecords:
         cursor: str | None = None,
         key_id: str | None = None,
         model: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[UsageRecord], str | None]:
-        """Records of [since, until), oldest first, at most `limit` read per page (a filter
-        by key or model may return fewer), and the next page's cursor (None on the last).
-        The cursor is the last sort key read; one of another org or range is refused."""
+        """Records of [since, until), oldest first (or newest), at most `limit` read per
+        page (a filter by key or model may return fewer), and the next page's cursor (None
+        on the last). The cursor is the last sort key read; one of another org or range is
+        refused."""
         low, high = _sk_time(since), _sk_time(until)
         values: dict[str, Any] = {
             ":pk": {"S": f"ORG#{org_id}"},
@@ -66,6 +68,7 @@ class UsageRecords:
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
             "ExpressionAttributeValues": values,
             "Limit": limit,
+            "ScanIndexForward": not newest_first,
         }
         filters = []
         for name, wanted in (("key_id", key_id), ("model", model)):
