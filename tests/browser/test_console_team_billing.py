@@ -46,6 +46,28 @@ def me(page: Page, site) -> dict:
     return answer.json()
 
 
+def test_an_owner_renames_the_organization_and_the_switcher_follows(site, new_page):
+    page = new_page(locale="zh-CN")
+    sign_up(page, site, name="李华")
+    open_console(page, site, "settings")
+    zh = ZH
+    expect(page.locator("#org-name")).to_have_text("李华的组织")
+    page.fill("#org-name-input", "   ")
+    page.click("#org-name-save")
+    expect(page.locator("#org-name-input-error")).to_have_text(zh["settings.org_name_invalid"])
+    page.fill("#org-name-input", "分析机工作室")
+    page.click("#org-name-save")
+    expect(page.locator("#status")).to_have_text(
+        zh["settings.org_renamed"].format(name="分析机工作室")
+    )
+    expect(page.locator("#org-switch option:checked")).to_contain_text("分析机工作室")
+    assert me(page, site)["orgs"][0]["name"] == "分析机工作室"
+    page.reload()
+    page.wait_for_selector("#app[aria-busy=false]", state="attached")
+    expect(page.locator("#org-name")).to_have_text("分析机工作室")
+    assert axe_violations(page) == []
+
+
 def test_the_cache_setting_is_saved_kept_after_reload_and_in_the_audit_log(site, new_page):
     page = new_page()
     sign_up(page, site, name="Grace")

@@ -121,3 +121,36 @@ def test_hostile_thresholds_are_400_naming_the_field(
     assert error["param"] == "low_balance_usd" and error["type"] == "invalid_request_error"
     org = tables.store.get_org(owner.org_id)
     assert (org.low_balance_usd, org.cache_enabled) == (Decimal(7), False)  # nothing changed
+
+
+def test_the_organization_is_renamed_by_owners_and_admins_only(
+    console: Console, tables: Tables
+) -> None:
+    owner, admin, member = person(console), person(console), person(console)
+    store_call(tables, "add_member", owner.org_id, admin.user_id, "admin")
+    store_call(tables, "add_member", owner.org_id, member.user_id, "member")
+    path = f"/api/orgs/{owner.org_id}/settings"
+    answer = owner.call("PATCH", path, json={"name": "  Analytical Engines 分析机  "})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["name"] == "Analytical Engines 分析机"  # trimmed
+    assert tables.store.get_org(owner.org_id).name == "Analytical Engines 分析机"
+    orgs = {o["org_id"]: o["name"] for o in member.call("GET", "/api/me").json()["orgs"]}
+    assert orgs[owner.org_id] == "Analytical Engines 分析机"
+    assert admin.call("PATCH", path, json={"name": "Babbage & Co"}).status_code == 200
+    assert error_code(member.call("PATCH", path, json={"name": "Mine now"})) == "insufficient_role"
+    assert tables.store.get_org(owner.org_id).name == "Babbage & Co"
+    # A rename leaves the other settings, and they leave the name.
+    assert owner.call("PATCH", path, json={"cache_ttl_seconds": 900}).json()["name"] == (
+        "Babbage & Co"
+    )
+    for hostile in ("", "   ", "x" * 101, "tab\there", "nul\x00", 12, None, ["a"]):
+        refused = owner.call("PATCH", path, json={"name": hostile})
+        if hostile is None:  # no rename asked
+            assert refused.status_code == 200
+            continue
+        assert refused.status_code == 400, (hostile, refused.text)
+        assert refused.json()["error"]["param"] == "name"
+    assert tables.store.get_org(owner.org_id).name == "Babbage & Co"
+    entries = owner.call("GET", f"/api/orgs/{owner.org_id}/audit").json()["entries"]
+    renames = [e["details"]["name"] for e in entries if "name" in e["details"]]
+    assert renames[:2] == ["Babbage & Co", "Analytical Engines 分析机"]

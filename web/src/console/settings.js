@@ -57,6 +57,7 @@ export async function render(ctx) {
   fill(await api("GET", `${base}/settings`));
   show(byId("cache-managers-only"), !manager);
   if (!manager) return;
+  wireRename(base, role, fill);
   for (const control of [enabled, ttl, byId("cache-save")]) control.disabled = false;
   ttl.addEventListener("input", () => {
     showTtlWords();
@@ -81,6 +82,37 @@ export async function render(ctx) {
         status(saved.cache_enabled ? t("settings.cache_saved_on") : t("settings.cache_saved_off"), "ok");
       } catch (error) {
         if (error.code === "invalid_request") fieldError(ttl, t("settings.ttl_invalid"));
+        status(error.message, "error");
+      }
+    });
+  });
+}
+
+// Owners and admins rename the organization (PATCH settings {name}); the switcher follows.
+function wireRename(base, role, fill) {
+  const form = byId("org-name-form");
+  const input = byId("org-name-input");
+  input.value = byId("org-name").textContent;
+  show(form, true);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = input.value.trim();
+    if (!name || name.length > 100 || /[\u0000-\u001f\u007f-\u009f]/.test(name)) {
+      fieldError(input, t("settings.org_name_invalid"));
+      input.focus();
+      return;
+    }
+    fieldError(input, null);
+    await busy(byId("org-name-save"), async () => {
+      try {
+        const saved = await api("PATCH", `${base}/settings`, { name });
+        fill(saved);
+        input.value = saved.name;
+        const option = document.querySelector("#org-switch option:checked");
+        if (option) option.textContent = `${saved.name} (${t("console.role_" + role)})`;
+        status(t("settings.org_renamed", { name: saved.name }), "ok");
+      } catch (error) {
+        if (error.param === "name") fieldError(input, t("settings.org_name_invalid"));
         status(error.message, "error");
       }
     });

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from dynoyard.console.auth import Caller, SignedIn, SignedInCsrf, runtime
 from dynoyard.console.errors import ConsoleError, bad_request, forbidden, not_found
+from dynoyard.console.validation import clean_name
 from dynoyard.domain.accounts import (
     UNCHANGED,
     InvalidSetting,
@@ -106,6 +107,7 @@ class SettingsPatch(BaseModel):
     cache_ttl_seconds: StrictInt | None = None
     # A decimal string ("5.00"), never a JSON number; null removes the threshold.
     low_balance_usd: StrictStr | None = Field(None, max_length=32)
+    name: StrictStr | None = Field(None, max_length=400)
 
 
 @router.get("/settings")
@@ -120,8 +122,16 @@ async def patch_settings(
     """The response cache (on/off, TTL 60..86,400 s) and the low-balance alert's threshold
     (a decimal string of USD, 0..1,000,000, at most 6 decimals; null: no alert) through the
     account rules. Turning the cache off deletes the organization's entries. The org's rpm
-    limit is the operator's (read only here)."""
+    limit is the operator's (read only here). `name` renames the organization (1 to 100
+    characters, no control characters)."""
     rt = runtime(request)
+    name = None
+    if body.name is not None:
+        name = clean_name(body.name)
+        if not name:
+            raise bad_request(
+                "The name must be 1 to 100 characters, without control characters.", param="name"
+            )
     low_balance: Decimal | Unchanged | None = UNCHANGED
     if "low_balance_usd" in body.model_fields_set:  # given, possibly as null
         low_balance = _threshold(body.low_balance_usd)
@@ -132,6 +142,7 @@ async def patch_settings(
             cache_enabled=body.cache_enabled,
             cache_ttl_seconds=body.cache_ttl_seconds,
             low_balance_usd=low_balance,
+            name=name,
         )
     except InvalidRequest as exc:
         raise bad_request(f"Invalid setting: {exc}.", param=exc.param) from None

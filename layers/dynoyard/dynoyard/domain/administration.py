@@ -186,6 +186,7 @@ class AccountStore(Protocol):
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
         low_balance_usd: Decimal | Unchanged | None = UNCHANGED,
+        name: str | None = None,
     ) -> Org: ...
 
     async def create_key(
@@ -278,9 +279,11 @@ class Administration:
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
         low_balance_usd: Decimal | Unchanged | None = UNCHANGED,
+        name: str | None = None,
     ) -> Org:
         """Changes what is given (None: unchanged), except `low_balance_usd`, where None
-        removes the threshold (no alert) and UNCHANGED leaves it."""
+        removes the threshold (no alert) and UNCHANGED leaves it. `name`: the caller has
+        cleaned it (console/validation.py clean_name)."""
         require(actor, "change_settings")
         if cache_ttl_seconds is not None:
             try:
@@ -297,13 +300,14 @@ class Administration:
             except InvalidSetting as exc:
                 raise InvalidRequest(str(exc), "low_balance_usd") from None
         org = await self._store.update_org_settings(
-            org_id, cache_enabled, cache_ttl_seconds, rate_limit_rpm, low_balance_usd
+            org_id, cache_enabled, cache_ttl_seconds, rate_limit_rpm, low_balance_usd, name
         )
         await self.record(
             actor,
             org_id,
             "settings_changed",
             org_id,
+            name=free_text(name) if name is not None else None,
             cache_enabled=cache_enabled,
             cache_ttl_seconds=cache_ttl_seconds,
             rate_limit_rpm=rate_limit_rpm,

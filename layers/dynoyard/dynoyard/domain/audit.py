@@ -64,7 +64,7 @@ DETAIL_KEYS: dict[AuditAction, frozenset[str]] = {
     "member_role_changed": frozenset({"from_role", "to_role"}),
     "org_created": frozenset({"name"}),
     "settings_changed": frozenset(
-        {"cache_enabled", "cache_ttl_seconds", "rate_limit_rpm", "low_balance_usd"}
+        {"name", "cache_enabled", "cache_ttl_seconds", "rate_limit_rpm", "low_balance_usd"}
     ),
     "credits_granted": frozenset({"amount_usd", "reason", "balance_usd"}),
     # what: "usage" (the range and filters of a usage export) or the account's own export.

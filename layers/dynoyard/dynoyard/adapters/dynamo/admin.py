@@ -81,9 +81,10 @@ class AccountsAdmin(CacheTable):
         cache_ttl_seconds: int | None = None,
         rate_limit_rpm: int | None = None,
         low_balance_usd: Decimal | Unchanged | None = UNCHANGED,
+        name: str | None = None,
     ) -> Org:
-        """Changes what is given; `rate_limit_rpm=0` removes the limit and
-        `low_balance_usd=None` the low-balance threshold. Turning the cache
+        """Changes what is given (`name`: the organization's); `rate_limit_rpm=0` removes
+        the limit and `low_balance_usd=None` the low-balance threshold. Turning the cache
         off deletes the organization's entries (after the setting is written, so no new
         request reads them); turning it back on first deletes what a request in flight at
         the opt-out may have stored since, so nothing of an earlier period is ever served."""
@@ -102,6 +103,8 @@ class AccountsAdmin(CacheTable):
             changes["rate_limit_rpm"] = rate_limit_rpm
         if isinstance(low_balance_usd, Decimal):
             changes["low_balance_usd"] = low_balance_usd
+        if name is not None:
+            changes["name"] = name
         names = {f"#f{i}": name for i, name in enumerate(changes)}
         values = {f":v{i}": attribute(v) for i, v in enumerate(changes.values())}
         clauses = []
