@@ -57,6 +57,15 @@ def test_given_a_new_org_when_shown_then_the_contract_shape_with_money_as_string
     }
 
 
+def test_given_a_new_name_when_set_then_the_org_is_renamed_and_the_rename_audited(cli):
+    org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
+    code, out, _ = cli("--json", "org", "set", org_id, "--name", "  Engines Ltd  ")
+    assert code == 0 and as_json(out)["name"] == "Engines Ltd"
+    assert as_json(cli("--json", "org", "show", org_id)[1])["name"] == "Engines Ltd"
+    code, out, _ = cli("--json", "audit", "--org", org_id)
+    assert code == 0 and '"name": "Engines Ltd"' in out
+
+
 def test_given_grants_of_a_tenth_when_added_then_the_balance_is_exact(cli):
     org_id = as_json(cli("--json", "org", "create", "--name", "A", "--email", "a@b.c")[1])["org_id"]
     for _ in range(3):
@@ -83,6 +92,9 @@ def test_given_grants_of_a_tenth_when_added_then_the_balance_is_exact(cli):
         ["org", "set", "ORG", "--low-balance-usd", "0.0000001"],
         ["org", "set", "ORG", "--low-balance-usd", " 5"],
         ["org", "set", "ORG", "--low-balance-usd", ""],
+        ["org", "set", "ORG", "--name", "   "],
+        ["org", "set", "ORG", "--name", "x" * 101],
+        ["org", "set", "ORG", "--name", "tab\there"],
         ["org", "show", "org_doesnotexist"],
         ["key", "revoke", "key_doesnotexist"],
         ["key", "rotate", "key_doesnotexist"],

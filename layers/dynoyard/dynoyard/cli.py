@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+from dynoyard.console.validation import clean_name
 from dynoyard.domain.accounts import (
     MAX_CACHE_TTL_SECONDS,
     MAX_LOW_BALANCE_USD,
@@ -96,6 +97,13 @@ def _amount(value: str) -> Decimal:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _org_name(value: str) -> str:
+    name = clean_name(value)  # as the console takes a name
+    if not name:
+        raise argparse.ArgumentTypeError("1 to 100 characters, without control characters")
+    return name
+
+
 def _low_balance(value: str) -> Decimal | None:
     if value == "off":
         return None
@@ -128,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("org_id")
     settings = org.add_parser("set", help="change an organization's settings")
     settings.add_argument("org_id")
+    settings.add_argument("--name", type=_org_name, help="rename the organization")
     settings.add_argument(
         "--cache", type=_on_off, help="on/off: the opt-in response cache (off deletes its entries)"
     )
@@ -243,7 +252,13 @@ def _org_command(args: argparse.Namespace, store: BlockingStore) -> dict[str, An
     org = _administer(
         store,
         lambda admin: admin.change_settings(
-            OPERATOR, args.org_id, args.cache, args.cache_ttl, args.rpm, args.low_balance_usd
+            OPERATOR,
+            args.org_id,
+            args.cache,
+            args.cache_ttl,
+            args.rpm,
+            args.low_balance_usd,
+            name=args.name,
         ),
     )
     return org.show()
