@@ -11,21 +11,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIB = 1024 * 1024
 
 
-class GatewaySettings(BaseSettings):
+class DynamoSettings(BaseSettings):
+    """What every function reads to reach DynamoDB: the tables and where they are."""
+
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
     accounts_table: str = Field("dynoyard-accounts", validation_alias="ACCOUNTS_TABLE")
     usage_table: str = Field("dynoyard-usage", validation_alias="USAGE_TABLE")
     cache_table: str = Field("dynoyard-cache", validation_alias="CACHE_TABLE")
-    idempotency_table: str = Field("dynoyard-idempotency", validation_alias="IDEMPOTENCY_TABLE")
-    models_file: Path = Field(Path("config/models.yaml"), validation_alias="DYNOYARD_MODELS_FILE")
-    provider_keys_secret: str | None = Field(None, validation_alias="PROVIDER_KEYS_SECRET")
     # boto3's own variables: unset on AWS, where the region is Lambda's and the endpoint
     # DynamoDB's public one.
     dynamodb_endpoint: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_DYNAMODB")
     aws_region: str = Field(
         "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
+
+
+class GatewaySettings(DynamoSettings):
+    idempotency_table: str = Field("dynoyard-idempotency", validation_alias="IDEMPOTENCY_TABLE")
+    models_file: Path = Field(Path("config/models.yaml"), validation_alias="DYNOYARD_MODELS_FILE")
+    provider_keys_secret: str | None = Field(None, validation_alias="PROVIDER_KEYS_SECRET")
     metrics_disabled: bool = Field(False, validation_alias="POWERTOOLS_METRICS_DISABLED")
 
     # Explicit limits (README, "Limits").

@@ -5,20 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+
+from dynoyard.settings import DynamoSettings
 
 
-class ConsoleSettings(BaseSettings):
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
-
-    accounts_table: str = Field("dynoyard-accounts", validation_alias="ACCOUNTS_TABLE")
-    usage_table: str = Field("dynoyard-usage", validation_alias="USAGE_TABLE")
-    cache_table: str = Field("dynoyard-cache", validation_alias="CACHE_TABLE")
-    dynamodb_endpoint: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_DYNAMODB")
-    aws_region: str = Field(
-        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
-    )
+class ConsoleSettings(DynamoSettings):
     # The base URL put in emailed links; an http://127.0.0.1 or http://localhost one also
     # drops the session cookie's Secure flag (browsers do not send Secure cookies over http).
     public_url: str = Field("http://127.0.0.1:8080", validation_alias="DYNOYARD_PUBLIC_URL")
