@@ -13,6 +13,7 @@ from dynoyard.domain.messages import language_of
 
 LANGUAGES = ("en", "zh-CN")
 LANG_COOKIE = "dynoyard_lang"
+LANG_COOKIE_DAYS = 365  # how long the language switch is remembered
 I18N_DIR = Path(__file__).parent / "i18n"
 
 

@@ -91,7 +91,7 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
         response.set_cookie(
             i18n.LANG_COOKIE,
             remember,
-            max_age=365 * 86_400,
+            max_age=i18n.LANG_COOKIE_DAYS * 86_400,
             path="/",
             samesite="lax",
             secure=not settings.local_http,

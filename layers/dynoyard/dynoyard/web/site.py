@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 DAY = 86_400
-LANG_COOKIE_DAYS = 365  # pages.render's max_age for the remembered language
 ANALYTICS_COOKIE_DAYS = 365  # PostHog's cookie (web/src/site/analytics.js reads it here)
 CONSENT_STORAGE_KEY = "dynoyard_analytics_consent"  # web/src/site/consent.js
 LEGAL_PAGES = ("privacy", "terms")
@@ -147,7 +146,7 @@ def facts(t: i18n.Translator, settings: ConsoleSettings) -> dict[str, str]:
         "oauth": duration(t, OAUTH_TTL_SECONDS),
         "invitation": count(t, "day", INVITATION_DAYS),
         "rate_window": duration(t, RATE_WINDOW_SECONDS),
-        "lang_cookie": count(t, "day", LANG_COOKIE_DAYS),
+        "lang_cookie": count(t, "day", i18n.LANG_COOKIE_DAYS),
         "analytics_cookie": count(t, "day", ANALYTICS_COOKIE_DAYS),
         "analytics_host": host,
         "region": settings.aws_region,
